@@ -1,0 +1,695 @@
+//! Stream framing: bytes in, stream header / stanzas / stream end out, with hard limits.
+//!
+//! `rxml`'s raw parser enforces RFC 6120's restricted XML (no DTD, no entity declarations or
+//! references beyond the predefined five, no processing instructions, no comments, strict UTF-8
+//! and XML characters). It has no limits on size or depth and its namespace resolver is private,
+//! so this layer does namespace resolution itself (to see the stream's default namespace and to
+//! avoid per-element maps) and counts bytes, depth and attributes as events arrive: nothing grows
+//! past a limit before the limit is checked.
+
+use thiserror::Error;
+
+use crate::element::{Attr, Element};
+use crate::ns;
+use rxml::error::EndOrError;
+use rxml::{Parse, RawEvent, RawParser, WithOptions};
+
+/// Limits applied to every stream. Defaults match the configuration defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Maximum serialised size of one top-level element (stanza or nonza), in bytes.
+    pub max_stanza_size: usize,
+    /// Maximum nesting depth inside a stanza (the stanza itself is depth 1).
+    pub max_depth: usize,
+    /// Maximum attributes (including namespace declarations) on one element.
+    pub max_attributes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_stanza_size: 262_144,
+            max_depth: 32,
+            max_attributes: 64,
+        }
+    }
+}
+
+/// What the framing layer produces.
+#[derive(Debug)]
+pub enum Frame {
+    /// The opening `<stream:stream>` tag (or any root element; the caller checks its name).
+    StreamOpen(StreamHeader),
+    /// A complete top-level element: a stanza or a nonza such as `<auth/>`.
+    Stanza(Element),
+    /// `</stream:stream>`.
+    StreamClose,
+}
+
+/// The stream header's name, namespace, declared default namespace and attributes.
+#[derive(Debug, Clone)]
+pub struct StreamHeader {
+    /// Local name (`stream` when correct).
+    pub name: String,
+    /// Namespace of the root element (the stream namespace when correct).
+    pub ns: String,
+    /// The default namespace declared on the header (`jabber:client` on a client stream).
+    pub default_ns: Option<String>,
+    /// Attributes (`to`, `from`, `version`, `xml:lang`, `id`).
+    pub attrs: Vec<Attr>,
+}
+
+impl StreamHeader {
+    /// Value of the unqualified attribute `name`.
+    pub fn attr(&self, name: &str) -> Option<&str> {
+        self.attrs
+            .iter()
+            .find(|a| a.ns.is_empty() && a.name == name)
+            .map(|a| a.value.as_str())
+    }
+
+    /// The `xml:lang` attribute.
+    pub fn lang(&self) -> Option<&str> {
+        self.attrs
+            .iter()
+            .find(|a| a.ns == ns::XML && a.name == "lang")
+            .map(|a| a.value.as_str())
+    }
+}
+
+/// Why a stream cannot go on. Each maps to one RFC 6120 stream error condition.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum FramingError {
+    /// Not well-formed XML, bad UTF-8 or a character XML does not allow.
+    #[error("not well-formed XML: {0}")]
+    NotWellFormed(String),
+    /// A construct RFC 6120 §11.1 forbids: DTD, entity declaration, processing instruction, comment.
+    #[error("restricted XML construct: {0}")]
+    Restricted(String),
+    /// A namespace prefix that is unbound or bound against the rules.
+    #[error("bad namespace prefix: {0}")]
+    BadNamespacePrefix(String),
+    /// A top-level element larger than `max_stanza_size`.
+    #[error("stanza larger than {0} bytes")]
+    TooLarge(usize),
+    /// Nesting deeper than `max_depth`.
+    #[error("element nesting deeper than {0}")]
+    TooDeep(usize),
+    /// More attributes on one element than `max_attributes`.
+    #[error("more than {0} attributes on one element")]
+    TooManyAttributes(usize),
+    /// Text at the stream level that is not whitespace.
+    #[error("text outside any stanza")]
+    TextAtStreamLevel,
+}
+
+struct Scope {
+    /// `Some` when this element declared a default namespace (`Some("")` undeclares it).
+    default: Option<String>,
+    prefixes: Vec<(String, String)>,
+}
+
+struct Pending {
+    prefix: Option<String>,
+    name: String,
+    attrs: Vec<(Option<String>, String, String)>,
+    bytes: usize,
+}
+
+/// Incremental parser for one XML stream. Create a new one at every stream restart.
+pub struct StreamParser {
+    raw: RawParser,
+    limits: Limits,
+    scopes: Vec<Scope>,
+    pending: Option<Pending>,
+    /// Elements under construction; `stack[0]` is the stanza.
+    stack: Vec<Element>,
+    /// Bytes of the stanza under construction.
+    stanza_bytes: usize,
+    opened: bool,
+    closed: bool,
+    failed: Option<FramingError>,
+}
+
+impl StreamParser {
+    /// A parser for a new stream.
+    pub fn new(limits: Limits) -> StreamParser {
+        let opts = rxml::parser::Options {
+            // rxml buffers at most one token: keep that under the stanza limit so a single huge
+            // name, attribute value or text run cannot grow memory past it before we count it.
+            max_token_length: limits.max_stanza_size.max(64),
+            ..Default::default()
+        };
+        StreamParser {
+            raw: RawParser::with_options(opts),
+            limits,
+            scopes: Vec::new(),
+            pending: None,
+            stack: Vec::new(),
+            stanza_bytes: 0,
+            opened: false,
+            closed: false,
+            failed: None,
+        }
+    }
+
+    /// The limits this parser enforces.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// Whether a stanza is partly received (for idle memory release and timeouts).
+    pub fn in_stanza(&self) -> bool {
+        !self.stack.is_empty() || (self.pending.is_some() && !self.scopes.is_empty())
+    }
+
+    /// Releases the parser's temporary buffers; call when the connection goes idle.
+    pub fn release_temporaries(&mut self) {
+        self.raw.release_temporaries();
+    }
+
+    /// Consumes bytes from `data` until a frame is complete (returned, with the rest of `data`
+    /// left in place) or `data` is used up (`Ok(None)`). After an error every call fails.
+    pub fn feed(&mut self, data: &mut &[u8]) -> Result<Option<Frame>, FramingError> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
+        let r = self.feed_inner(data);
+        if let Err(e) = &r {
+            self.failed = Some(e.clone());
+        }
+        r
+    }
+
+    fn feed_inner(&mut self, data: &mut &[u8]) -> Result<Option<Frame>, FramingError> {
+        loop {
+            if self.closed {
+                // Nothing may follow the end of the stream; ignore trailing bytes.
+                *data = &[];
+                return Ok(None);
+            }
+            let ev = match self.raw.parse(data, false) {
+                Ok(Some(ev)) => ev,
+                Ok(None) | Err(EndOrError::NeedMoreData) => return Ok(None),
+                Err(EndOrError::Error(e)) => return Err(classify(e)),
+            };
+            if let Some(frame) = self.event(ev)? {
+                return Ok(Some(frame));
+            }
+        }
+    }
+
+    fn count(&mut self, n: usize) -> Result<(), FramingError> {
+        if !self.opened || self.scopes.is_empty() {
+            return Ok(());
+        }
+        // Inside the stream: bytes at depth ≥ 1 belong to a stanza (or to the pending stanza head).
+        if !self.stack.is_empty() || self.pending.is_some() {
+            self.stanza_bytes += n;
+            if self.stanza_bytes > self.limits.max_stanza_size {
+                return Err(FramingError::TooLarge(self.limits.max_stanza_size));
+            }
+        }
+        Ok(())
+    }
+
+    fn event(&mut self, ev: RawEvent) -> Result<Option<Frame>, FramingError> {
+        match ev {
+            RawEvent::XmlDeclaration(..) => Ok(None),
+            RawEvent::ElementHeadOpen(m, (prefix, name)) => {
+                if self.opened && self.stack.len() >= self.limits.max_depth {
+                    return Err(FramingError::TooDeep(self.limits.max_depth));
+                }
+                if self.stack.is_empty() {
+                    self.stanza_bytes = 0;
+                }
+                self.pending = Some(Pending {
+                    prefix: prefix.map(|p| p.as_str().to_owned()),
+                    name: name.as_str().to_owned(),
+                    attrs: Vec::new(),
+                    bytes: m.len(),
+                });
+                self.count(m.len())?;
+                Ok(None)
+            }
+            RawEvent::Attribute(m, (prefix, name), value) => {
+                self.count(m.len())?;
+                let max = self.limits.max_attributes;
+                let p = self
+                    .pending
+                    .as_mut()
+                    .ok_or_else(|| FramingError::NotWellFormed("attribute outside a tag".into()))?;
+                if p.attrs.len() >= max {
+                    return Err(FramingError::TooManyAttributes(max));
+                }
+                p.bytes += m.len();
+                if !self.opened && p.bytes > self.limits.max_stanza_size {
+                    return Err(FramingError::TooLarge(self.limits.max_stanza_size));
+                }
+                p.attrs.push((
+                    prefix.map(|p| p.as_str().to_owned()),
+                    name.as_str().to_owned(),
+                    value,
+                ));
+                Ok(None)
+            }
+            RawEvent::ElementHeadClose(m) => {
+                self.count(m.len())?;
+                let p = self
+                    .pending
+                    .take()
+                    .ok_or_else(|| FramingError::NotWellFormed("tag end outside a tag".into()))?;
+                let el = self.open_element(p)?;
+                if !self.opened {
+                    self.opened = true;
+                    let default_ns = self.scopes.last().and_then(|s| s.default.clone());
+                    let (name, ns, attrs) = el.into_header_parts();
+                    return Ok(Some(Frame::StreamOpen(StreamHeader {
+                        name,
+                        ns,
+                        default_ns,
+                        attrs,
+                    })));
+                }
+                self.stack.push(el);
+                Ok(None)
+            }
+            RawEvent::ElementFoot(m) => {
+                self.count(m.len())?;
+                self.scopes.pop();
+                match self.stack.pop() {
+                    None => {
+                        self.closed = true;
+                        Ok(Some(Frame::StreamClose))
+                    }
+                    Some(el) => match self.stack.last_mut() {
+                        Some(parent) => {
+                            parent.push_child(el);
+                            Ok(None)
+                        }
+                        None => {
+                            self.stanza_bytes = 0;
+                            Ok(Some(Frame::Stanza(el)))
+                        }
+                    },
+                }
+            }
+            RawEvent::Text(m, text) => {
+                self.count(m.len())?;
+                match self.stack.last_mut() {
+                    Some(top) => top.push_text(text.as_str()),
+                    None => {
+                        if !text.as_str().bytes().all(|b| b" \t\r\n".contains(&b)) {
+                            return Err(FramingError::TextAtStreamLevel);
+                        }
+                    }
+                }
+                Ok(None)
+            }
+        }
+    }
+
+    fn lookup(&self, prefix: &str) -> Option<&str> {
+        if prefix == "xml" {
+            return Some(ns::XML);
+        }
+        for s in self.scopes.iter().rev() {
+            if let Some((_, uri)) = s.prefixes.iter().find(|(p, _)| p == prefix) {
+                return Some(uri);
+            }
+        }
+        None
+    }
+
+    fn default_ns(&self) -> &str {
+        for s in self.scopes.iter().rev() {
+            if let Some(d) = &s.default {
+                return d;
+            }
+        }
+        ""
+    }
+
+    fn open_element(&mut self, p: Pending) -> Result<Element, FramingError> {
+        let mut scope = Scope {
+            default: None,
+            prefixes: Vec::new(),
+        };
+        let mut plain = Vec::with_capacity(p.attrs.len());
+        for (prefix, name, value) in p.attrs {
+            match (prefix.as_deref(), name.as_str()) {
+                (None, "xmlns") => {
+                    if value == ns::XML || value == XMLNS_NS {
+                        return Err(bad_prefix("reserved namespace as default"));
+                    }
+                    if scope.default.is_some() {
+                        return Err(FramingError::NotWellFormed("duplicate xmlns".into()));
+                    }
+                    scope.default = Some(value);
+                }
+                (Some("xmlns"), decl) => {
+                    if decl == "xmlns" {
+                        return Err(bad_prefix("the xmlns prefix cannot be declared"));
+                    }
+                    if value.is_empty() {
+                        return Err(bad_prefix("a prefix cannot be undeclared"));
+                    }
+                    if (decl == "xml") != (value == ns::XML) || value == XMLNS_NS {
+                        return Err(bad_prefix("reserved prefix or namespace misused"));
+                    }
+                    if scope.prefixes.iter().any(|(p, _)| p == decl) {
+                        return Err(FramingError::NotWellFormed("duplicate prefix".into()));
+                    }
+                    scope.prefixes.push((decl.to_owned(), value));
+                }
+                _ => plain.push((prefix, name, value)),
+            }
+        }
+        self.scopes.push(scope);
+        let ns = match p.prefix.as_deref() {
+            None => self.default_ns().to_owned(),
+            Some("xmlns") => return Err(bad_prefix("element with the xmlns prefix")),
+            Some(pre) => self
+                .lookup(pre)
+                .ok_or_else(|| bad_prefix("unbound element prefix"))?
+                .to_owned(),
+        };
+        let mut attrs: Vec<Attr> = Vec::with_capacity(plain.len());
+        for (prefix, name, value) in plain {
+            let ans = match prefix.as_deref() {
+                None => String::new(),
+                Some(pre) => self
+                    .lookup(pre)
+                    .ok_or_else(|| bad_prefix("unbound attribute prefix"))?
+                    .to_owned(),
+            };
+            if attrs.iter().any(|a| a.ns == ans && a.name == name) {
+                return Err(FramingError::NotWellFormed("duplicate attribute".into()));
+            }
+            attrs.push(Attr {
+                ns: ans,
+                name,
+                value,
+            });
+        }
+        Ok(Element::from_parts(
+            p.name,
+            ns::canonical(&ns).to_owned(),
+            attrs,
+        ))
+    }
+}
+
+const XMLNS_NS: &str = "http://www.w3.org/2000/xmlns/";
+
+fn bad_prefix(why: &str) -> FramingError {
+    FramingError::BadNamespacePrefix(why.to_owned())
+}
+
+fn classify(e: rxml::Error) -> FramingError {
+    use rxml::Error as E;
+    match e {
+        E::RestrictedXml(what) => FramingError::Restricted(what.to_owned()),
+        E::UndeclaredEntity => FramingError::Restricted("entity reference".to_owned()),
+        E::UndeclaredNamespacePrefix(_) | E::ReservedNamespacePrefix | E::ReservedNamespaceName => {
+            bad_prefix("namespace rule")
+        }
+        other => FramingError::NotWellFormed(other.to_string()),
+    }
+}
+
+impl Element {
+    fn into_header_parts(self) -> (String, String, Vec<Attr>) {
+        (
+            self.name().to_owned(),
+            self.ns().to_owned(),
+            self.attrs().to_vec(),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HEADER: &str = "<?xml version='1.0'?><stream:stream xmlns='jabber:client' \
+        xmlns:stream='http://etherx.jabber.org/streams' to='localhost' version='1.0' xml:lang='en'>";
+
+    fn parse_all(limits: Limits, input: &[u8]) -> (Vec<Frame>, Option<FramingError>) {
+        let mut p = StreamParser::new(limits);
+        let mut out = Vec::new();
+        let mut data = input;
+        loop {
+            match p.feed(&mut data) {
+                Ok(Some(f)) => out.push(f),
+                Ok(None) => return (out, None),
+                Err(e) => return (out, Some(e)),
+            }
+        }
+    }
+
+    fn stanzas(input: &str) -> Vec<Element> {
+        let (frames, err) = parse_all(Limits::default(), input.as_bytes());
+        assert_eq!(err, None);
+        frames
+            .into_iter()
+            .filter_map(|f| match f {
+                Frame::Stanza(e) => Some(e),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn error_of(input: &str) -> FramingError {
+        let (_, err) = parse_all(Limits::default(), input.as_bytes());
+        err.expect("expected an error")
+    }
+
+    #[test]
+    fn header_then_stanzas_then_close() {
+        let input = format!(
+            "{HEADER}<message to='a@b' type='chat'><body>hi &amp; bye</body></message> \
+             <iq type='get' id='1'><ping xmlns='urn:xmpp:ping'/></iq></stream:stream>"
+        );
+        let (frames, err) = parse_all(Limits::default(), input.as_bytes());
+        assert_eq!(err, None);
+        assert_eq!(frames.len(), 4);
+        let Frame::StreamOpen(h) = &frames[0] else {
+            panic!("no header")
+        };
+        assert_eq!(h.name, "stream");
+        assert_eq!(h.ns, ns::STREAM);
+        assert_eq!(h.default_ns.as_deref(), Some(ns::CLIENT));
+        assert_eq!(h.attr("to"), Some("localhost"));
+        assert_eq!(h.lang(), Some("en"));
+        let Frame::Stanza(m) = &frames[1] else {
+            panic!()
+        };
+        assert!(m.is("message", ns::CLIENT));
+        assert_eq!(
+            m.get_child("body", ns::CLIENT).map(|b| b.text()),
+            Some("hi & bye".into())
+        );
+        let Frame::Stanza(iq) = &frames[2] else {
+            panic!()
+        };
+        assert!(iq.has_child("ping", ns::PING));
+        assert!(matches!(frames[3], Frame::StreamClose));
+    }
+
+    #[test]
+    fn byte_at_a_time_gives_same_result() {
+        let input =
+            format!("{HEADER}<message to='a@b'><body>h\u{e9}llo \u{1F600}</body></message>");
+        let mut p = StreamParser::new(Limits::default());
+        let mut got = Vec::new();
+        for b in input.as_bytes() {
+            let mut d = std::slice::from_ref(b);
+            while let Some(f) = p.feed(&mut d).unwrap() {
+                got.push(f);
+            }
+        }
+        assert_eq!(got.len(), 2);
+        let Frame::Stanza(m) = &got[1] else { panic!() };
+        assert_eq!(m.children().next().unwrap().text(), "h\u{e9}llo \u{1F600}");
+    }
+
+    #[test]
+    fn server_namespace_canonicalised_and_prefixes_resolved() {
+        let s = stanzas(
+            "<stream:stream xmlns='jabber:server' xmlns:stream='http://etherx.jabber.org/streams' \
+             xmlns:db='jabber:server:dialback'><message xmlns:x='urn:x'><x:y x:a='1' b='2'/></message>\
+             <db:result/>",
+        );
+        assert!(s[0].is("message", ns::CLIENT));
+        let y = s[0].children().next().unwrap();
+        assert!(y.is("y", "urn:x"));
+        assert_eq!(y.attr_ns("urn:x", "a"), Some("1"));
+        assert_eq!(y.attr("b"), Some("2"));
+        assert!(s[1].is("result", "jabber:server:dialback"));
+    }
+
+    #[test]
+    fn round_trip_through_serialiser() {
+        let input = format!(
+            "{HEADER}<message to='a@b' xml:lang='de'><body>&lt;&gt;&amp;'\"</body>\
+             <x xmlns='urn:x' a='&apos;&quot;'><y/></x></message>"
+        );
+        let s = stanzas(&input);
+        let xml = s[0].to_xml(ns::CLIENT);
+        let again = stanzas(&format!("{HEADER}{xml}"));
+        assert_eq!(s[0], again[0]);
+    }
+
+    #[test]
+    fn rejects_dtd_entities_pi_comments() {
+        for bad in [
+            "<?xml version='1.0'?><!DOCTYPE foo [<!ENTITY x 'y'>]><stream:stream/>",
+            &format!("{HEADER}<message>&x;</message>"),
+            &format!("{HEADER}<?pi stuff?>"),
+            &format!("{HEADER}<!-- comment -->"),
+        ] {
+            let e = error_of(bad);
+            assert!(
+                matches!(
+                    e,
+                    FramingError::Restricted(_) | FramingError::NotWellFormed(_)
+                ),
+                "{bad}: {e:?}"
+            );
+        }
+        assert!(matches!(
+            error_of(&format!("{HEADER}<!-- c -->")),
+            FramingError::Restricted(_)
+        ));
+    }
+
+    #[test]
+    fn rejects_bad_utf8_and_characters() {
+        let mut bad = HEADER.as_bytes().to_vec();
+        bad.extend_from_slice(b"<message><body>\xff\xfe</body></message>");
+        let (_, e) = parse_all(Limits::default(), &bad);
+        assert!(matches!(e, Some(FramingError::NotWellFormed(_))), "{e:?}");
+        for bad in [
+            format!("{HEADER}<message><body>&#0;</body></message>"),
+            format!("{HEADER}<message><body>\u{1}</body></message>"),
+            format!("{HEADER}<message><body>&#xFFFE;</body></message>"),
+        ] {
+            assert!(matches!(error_of(&bad), FramingError::NotWellFormed(_)));
+        }
+    }
+
+    #[test]
+    fn rejects_unbound_and_reserved_prefixes() {
+        for bad in [
+            format!("{HEADER}<foo:message/>"),
+            format!("{HEADER}<message foo:a='1'/>"),
+            format!("{HEADER}<message xmlns:xmlns='urn:x'/>"),
+            format!("{HEADER}<message xmlns:xml='urn:x'/>"),
+            format!("{HEADER}<message xmlns:p='http://www.w3.org/XML/1998/namespace'/>"),
+        ] {
+            assert!(
+                matches!(error_of(&bad), FramingError::BadNamespacePrefix(_)),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn rejects_empty_prefix_declaration() {
+        let bad = format!("{HEADER}<message xmlns:p=''/>");
+        assert!(matches!(
+            error_of(&bad),
+            FramingError::BadNamespacePrefix(_) | FramingError::NotWellFormed(_)
+        ));
+    }
+
+    #[test]
+    fn rejects_duplicate_attributes_after_resolution() {
+        let bad = format!("{HEADER}<message xmlns:a='urn:x' xmlns:b='urn:x' a:t='1' b:t='2'/>");
+        assert!(matches!(error_of(&bad), FramingError::NotWellFormed(_)));
+        let bad = format!("{HEADER}<message t='1' t='2'/>");
+        assert!(matches!(error_of(&bad), FramingError::NotWellFormed(_)));
+    }
+
+    #[test]
+    fn mismatched_tags_and_text_at_stream_level() {
+        assert!(matches!(
+            error_of(&format!("{HEADER}<a></b>")),
+            FramingError::NotWellFormed(_)
+        ));
+        assert_eq!(
+            error_of(&format!("{HEADER} \n\tjunk<a/>")),
+            FramingError::TextAtStreamLevel
+        );
+        // Whitespace keepalives are fine.
+        assert!(stanzas(&format!("{HEADER} \n \r\n\t<a/>")).len() == 1);
+    }
+
+    #[test]
+    fn enforces_stanza_size() {
+        let limits = Limits {
+            max_stanza_size: 1000,
+            ..Limits::default()
+        };
+        let ok = format!(
+            "{HEADER}<message><body>{}</body></message>",
+            "x".repeat(900)
+        );
+        assert_eq!(parse_all(limits, ok.as_bytes()).1, None);
+        let big = format!(
+            "{HEADER}<message><body>{}</body></message>",
+            "x".repeat(1000)
+        );
+        assert_eq!(
+            parse_all(limits, big.as_bytes()).1,
+            Some(FramingError::TooLarge(1000))
+        );
+        // Many small stanzas are fine: the count restarts per stanza.
+        let many = format!(
+            "{HEADER}{}",
+            "<message><body>xxxxxxxxxx</body></message>".repeat(200)
+        );
+        assert_eq!(parse_all(limits, many.as_bytes()).1, None);
+        // An endless attribute value or name fails without completing.
+        let endless = format!("{HEADER}<message a='{}", "y".repeat(5000));
+        assert!(parse_all(limits, endless.as_bytes()).1.is_some());
+        let endless = format!("{HEADER}<message><{}", "y".repeat(5000));
+        assert!(parse_all(limits, endless.as_bytes()).1.is_some());
+    }
+
+    #[test]
+    fn enforces_depth_and_attributes() {
+        let limits = Limits {
+            max_depth: 4,
+            max_attributes: 3,
+            ..Limits::default()
+        };
+        const HEADER: &str = "<stream xmlns='jabber:client'>";
+        let ok = format!("{HEADER}<a><b><c><d/></c></b></a>");
+        assert_eq!(parse_all(limits, ok.as_bytes()).1, None);
+        let deep = format!("{HEADER}<a><b><c><d><e/></d></c></b></a>");
+        assert_eq!(
+            parse_all(limits, deep.as_bytes()).1,
+            Some(FramingError::TooDeep(4))
+        );
+        let attrs = format!("{HEADER}<a w='1' x='1' y='1' z='1'/>");
+        assert_eq!(
+            parse_all(limits, attrs.as_bytes()).1,
+            Some(FramingError::TooManyAttributes(3))
+        );
+        let header_attrs = "<stream:stream a='1' b='1' c='1' d='1'>";
+        assert!(parse_all(limits, header_attrs.as_bytes()).1.is_some());
+    }
+
+    #[test]
+    fn error_is_sticky() {
+        let mut p = StreamParser::new(Limits::default());
+        let mut d = format!("{HEADER}<a></b>").into_bytes();
+        let mut s = &d[..];
+        while let Ok(Some(_)) = p.feed(&mut s) {}
+        d.clear();
+        let mut s = &b"<ok/>"[..];
+        assert!(p.feed(&mut s).is_err());
+    }
+}
