@@ -195,7 +195,7 @@ pub struct StanzaError {
     /// Human-readable text for the other party: never internal details.
     pub text: Option<String>,
     /// Extra application-specific child (e.g. XEP-0191 `<blocked/>`).
-    pub app: Option<Element>,
+    pub app: Option<Box<Element>>,
     /// The entity that generated the error (`by`), usually the server's domain.
     pub by: Option<String>,
 }
@@ -226,7 +226,7 @@ impl StanzaError {
 
     /// Adds an application-specific condition element.
     pub fn with_app(mut self, app: Element) -> StanzaError {
-        self.app = Some(app);
+        self.app = Some(Box::new(app));
         self
     }
 
@@ -249,7 +249,7 @@ impl StanzaError {
             e.push_child(text);
         }
         if let Some(app) = &self.app {
-            e.push_child(app.clone());
+            e.push_child(app.as_ref().clone());
         }
         e
     }

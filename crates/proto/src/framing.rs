@@ -400,6 +400,21 @@ impl StreamParser {
     }
 }
 
+/// Parses one stored element (serialised with [`Element::write_to`] relative to
+/// `jabber:client`), e.g. an offline message read back from storage.
+pub fn parse_element(xml: &str, limits: Limits) -> Result<Element, FramingError> {
+    let mut p = StreamParser::new(limits);
+    let mut header: &[u8] = b"<s xmlns='jabber:client'>";
+    p.feed(&mut header)?;
+    let mut data = xml.as_bytes();
+    match p.feed(&mut data)? {
+        Some(Frame::Stanza(el)) if data.iter().all(|b| b.is_ascii_whitespace()) => Ok(el),
+        _ => Err(FramingError::NotWellFormed(
+            "not exactly one element".into(),
+        )),
+    }
+}
+
 const XMLNS_NS: &str = "http://www.w3.org/2000/xmlns/";
 
 fn bad_prefix(why: &str) -> FramingError {
@@ -680,6 +695,18 @@ mod tests {
         );
         let header_attrs = "<stream:stream a='1' b='1' c='1' d='1'>";
         assert!(parse_all(limits, header_attrs.as_bytes()).1.is_some());
+    }
+
+    #[test]
+    fn parses_stored_elements() {
+        let el = Element::new("message", ns::CLIENT)
+            .with_attr("to", "a@b")
+            .with_child(Element::new("x", "urn:x").with_text("t"));
+        let xml = el.to_xml(ns::CLIENT);
+        assert_eq!(parse_element(&xml, Limits::default()).unwrap(), el);
+        assert!(parse_element("<a/><b/>", Limits::default()).is_err());
+        assert!(parse_element("<a>", Limits::default()).is_err());
+        assert!(parse_element("text", Limits::default()).is_err());
     }
 
     #[test]

@@ -19,4 +19,4 @@ pub use jid;
 
 pub use element::{Attr, Element, Node};
 pub use error::{ErrorType, StanzaCondition, StanzaError, StreamCondition, StreamError};
-pub use framing::{Frame, FramingError, Limits, StreamHeader, StreamParser};
+pub use framing::{Frame, FramingError, Limits, StreamHeader, StreamParser, parse_element};

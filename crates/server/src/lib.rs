@@ -1,1 +1,14 @@
-//! placeholder
+//! The Zorg XMPP server as a library: configuration, TLS, streams, SASL, the router, the
+//! capability modules and storage. The `zorg` binary is a thin command line around it.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod modules;
+pub mod ratelimit;
+pub mod router;
+pub mod sasl;
+pub mod server;
+pub mod session;
+pub mod storage;
+pub mod stream;
+pub mod tls;

@@ -249,18 +249,19 @@ pub fn derive_record(
 /// user always gets the same salt (a changing salt would give the game away). `secret` must be a
 /// server-wide random value of at least 32 bytes that never leaves the server. Verification never
 /// succeeds: it would need a hash preimage of a StoredKey the attacker never sees.
-pub fn fake_record(
-    hash: ScramHash,
-    username: &str,
-    secret: &[u8],
-    iterations: u32,
-) -> ScramRecord {
+pub fn fake_record(hash: ScramHash, username: &str, secret: &[u8], iterations: u32) -> ScramRecord {
     let key = hmac::Key::new(hmac::HMAC_SHA256, secret);
     let derive = |label: &[u8], len: usize| -> Vec<u8> {
         let mut ctx = hmac::Context::with_key(&key);
         // NUL-separated framing is unambiguous: labels and hash names come from a fixed set
         // without NUL, and the username comes last.
-        for part in [label, b"\0", hash.as_str().as_bytes(), b"\0", username.as_bytes()] {
+        for part in [
+            label,
+            b"\0",
+            hash.as_str().as_bytes(),
+            b"\0",
+            username.as_bytes(),
+        ] {
             ctx.update(part);
         }
         let tag = ctx.sign();
@@ -323,7 +324,10 @@ mod tests {
             SaslFailure::TemporaryAuthFailure.element_name(),
             "temporary-auth-failure"
         );
-        assert_eq!(SaslFailure::InvalidAuthzid.element_name(), "invalid-authzid");
+        assert_eq!(
+            SaslFailure::InvalidAuthzid.element_name(),
+            "invalid-authzid"
+        );
     }
 
     #[test]

@@ -53,7 +53,6 @@ pub fn parse_plain(msg: &[u8]) -> Result<PlainCredentials, SaslFailure> {
     else {
         return Err(SaslFailure::MalformedRequest);
     };
-    let text = |b: &[u8]| std::str::from_utf8(b).map_err(|_| SaslFailure::MalformedRequest);
     let (authzid, authcid, passwd) = (text(authzid)?, text(authcid)?, text(passwd)?);
     // saslprep refuses empty results, which covers RFC 4616's 1*SAFE for authcid and passwd.
     let username = saslprep(authcid)?.into_owned();
@@ -63,6 +62,11 @@ pub fn parse_plain(msg: &[u8]) -> Result<PlainCredentials, SaslFailure> {
         username,
         password,
     })
+}
+
+/// UTF-8 or `MalformedRequest`.
+fn text(b: &[u8]) -> Result<&str, SaslFailure> {
+    std::str::from_utf8(b).map_err(|_| SaslFailure::MalformedRequest)
 }
 
 #[cfg(test)]

@@ -30,7 +30,9 @@ fn hmac(hash: ScramHash, key: &[u8], data: &[u8]) -> Vec<u8> {
         ScramHash::Sha1 => hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY,
         ScramHash::Sha256 => hmac::HMAC_SHA256,
     };
-    hmac::sign(&hmac::Key::new(alg, key), data).as_ref().to_vec()
+    hmac::sign(&hmac::Key::new(alg, key), data)
+        .as_ref()
+        .to_vec()
 }
 
 /// `H(data)` with the record's hash.
@@ -181,7 +183,10 @@ impl ScramServer {
     /// with a -PLUS mechanism or `p=` without one; `NotAuthorized` for a downgrade (`y` while we
     /// offer -PLUS) or a binding type we cannot provide.
     pub fn client_first(&mut self, msg: &[u8]) -> Result<ClientFirst, SaslFailure> {
-        if !matches!(std::mem::replace(&mut self.state, State::Failed), State::Start) {
+        if !matches!(
+            std::mem::replace(&mut self.state, State::Failed),
+            State::Start
+        ) {
             return Err(SaslFailure::MalformedRequest);
         }
         let s = as_text(msg)?;
@@ -490,7 +495,11 @@ mod tests {
         let without_proof = format!("c={},r={nonce}", STANDARD.encode(cbind_input));
         let auth_message = format!("{bare},{server_first},{without_proof}");
         let signature = hmac(hash, &h(hash, &client_key), auth_message.as_bytes());
-        let proof: Vec<u8> = client_key.iter().zip(&signature).map(|(a, b)| a ^ b).collect();
+        let proof: Vec<u8> = client_key
+            .iter()
+            .zip(&signature)
+            .map(|(a, b)| a ^ b)
+            .collect();
         format!("{without_proof},p={}", STANDARD.encode(proof))
     }
 
@@ -557,6 +566,8 @@ mod tests {
         for hash in [ScramHash::Sha1, ScramHash::Sha256] {
             let new = || ScramServer::new(hash, false, ChannelBindings::default(), false);
             assert!(run(new(), "n,,", "pencil", b"").is_ok());
+            // "y" is fine when we did not offer -PLUS, and c= must then carry "y,,".
+            assert!(run(new(), "y,,", "pencil", b"").is_ok());
             assert_eq!(
                 run(new(), "n,,", "pencim", b""),
                 Err(SaslFailure::NotAuthorized)
@@ -568,7 +579,9 @@ mod tests {
     fn altered_or_replayed_nonce_fails() {
         let bare = "n=user,r=abc";
         let mut server = ScramServer::new(ScramHash::Sha256, false, Default::default(), false);
-        server.client_first(format!("n,,{bare}").as_bytes()).unwrap();
+        server
+            .client_first(format!("n,,{bare}").as_bytes())
+            .unwrap();
         let sf = String::from_utf8(server.server_first(record(ScramHash::Sha256, "pencil")));
         let sf = sf.unwrap();
         let good = client_final_for(ScramHash::Sha256, "pencil", bare, &sf, b"n,,");
@@ -585,7 +598,9 @@ mod tests {
         );
         // Replay into a fresh exchange: the server nonce differs.
         let mut server = ScramServer::new(ScramHash::Sha256, false, Default::default(), false);
-        server.client_first(format!("n,,{bare}").as_bytes()).unwrap();
+        server
+            .client_first(format!("n,,{bare}").as_bytes())
+            .unwrap();
         server.server_first(record(ScramHash::Sha256, "pencil"));
         assert_eq!(
             server.client_final(good.as_bytes()),
@@ -603,7 +618,10 @@ mod tests {
             Err(SaslFailure::NotAuthorized)
         );
         // Binding data of the right kind but missing entirely.
-        assert_eq!(run(new(), gs2, "pencil", b""), Err(SaslFailure::NotAuthorized));
+        assert_eq!(
+            run(new(), gs2, "pencil", b""),
+            Err(SaslFailure::NotAuthorized)
+        );
         let mut server = new();
         server.client_first(b"p=tls-exporter,,n=user,r=x").unwrap();
         assert_eq!(server.channel_binding(), Some("tls-exporter"));
@@ -632,11 +650,20 @@ mod tests {
             ScramServer::new(ScramHash::Sha256, plus, exporter(), offers).client_first(msg)
         };
         // y while we offer -PLUS: downgrade.
-        assert_eq!(first(false, true, b"y,,n=u,r=x"), Err(SaslFailure::NotAuthorized));
+        assert_eq!(
+            first(false, true, b"y,,n=u,r=x"),
+            Err(SaslFailure::NotAuthorized)
+        );
         assert!(first(false, false, b"y,,n=u,r=x").is_ok());
         // n or y with a -PLUS mechanism, p without one.
-        assert_eq!(first(true, true, b"n,,n=u,r=x"), Err(SaslFailure::MalformedRequest));
-        assert_eq!(first(true, true, b"y,,n=u,r=x"), Err(SaslFailure::MalformedRequest));
+        assert_eq!(
+            first(true, true, b"n,,n=u,r=x"),
+            Err(SaslFailure::MalformedRequest)
+        );
+        assert_eq!(
+            first(true, true, b"y,,n=u,r=x"),
+            Err(SaslFailure::MalformedRequest)
+        );
         let p = b"p=tls-exporter,,n=u,r=x";
         assert_eq!(first(false, true, p), Err(SaslFailure::MalformedRequest));
         // Unknown or unusable binding types.
@@ -656,7 +683,9 @@ mod tests {
         assert_eq!(first.authzid.as_deref(), Some("ju,liet="));
         // SASLprep on the username: soft hyphen vanishes.
         let mut server = ScramServer::new(ScramHash::Sha256, false, Default::default(), false);
-        let first = server.client_first("n,,n=I\u{AD}X,r=abc".as_bytes()).unwrap();
+        let first = server
+            .client_first("n,,n=I\u{AD}X,r=abc".as_bytes())
+            .unwrap();
         assert_eq!(first.username, "IX");
     }
 
@@ -699,7 +728,11 @@ mod tests {
                 "{:?}",
                 String::from_utf8_lossy(case)
             );
-            assert!(server.server_first(record(ScramHash::Sha1, "pencil")).is_empty());
+            assert!(
+                server
+                    .server_first(record(ScramHash::Sha1, "pencil"))
+                    .is_empty()
+            );
         }
     }
 
@@ -735,7 +768,10 @@ mod tests {
     #[test]
     fn calls_out_of_order() {
         let mut server = ScramServer::new(ScramHash::Sha1, false, Default::default(), false);
-        assert_eq!(server.client_final(b"c=biws"), Err(SaslFailure::MalformedRequest));
+        assert_eq!(
+            server.client_final(b"c=biws"),
+            Err(SaslFailure::MalformedRequest)
+        );
         let mut server = ScramServer::new(ScramHash::Sha1, false, Default::default(), false);
         server.client_first(b"n,,n=user,r=abc").unwrap();
         assert_eq!(

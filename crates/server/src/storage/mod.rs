@@ -104,7 +104,8 @@ pub trait RosterStore {
         owner: &str,
     ) -> impl Future<Output = Result<(u64, Vec<RosterItem>), StorageError>> + Send;
     /// The current roster version (0 for an unknown account).
-    fn roster_version(&self, owner: &str) -> impl Future<Output = Result<u64, StorageError>> + Send;
+    fn roster_version(&self, owner: &str)
+    -> impl Future<Output = Result<u64, StorageError>> + Send;
     /// Any item, visible or not.
     fn roster_item(
         &self,

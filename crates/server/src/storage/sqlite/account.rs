@@ -62,7 +62,11 @@ impl Sqlite {
         jid: &str,
         creds: &[ScramRecord],
     ) -> Result<(), StorageError> {
-        let mut tx = self.writer.begin_with(BEGIN_WRITE).await.map_err(db_error)?;
+        let mut tx = self
+            .writer
+            .begin_with(BEGIN_WRITE)
+            .await
+            .map_err(db_error)?;
         // A primary-key violation here maps to Conflict.
         sqlx::query("INSERT INTO accounts (jid, domain, created_unix_ms) VALUES (?1, ?2, ?3)")
             .bind(jid)
@@ -105,9 +109,8 @@ impl Sqlite {
         Ok(Some(ScramRecord {
             hash: parse_hash(row.try_get("hash").map_err(db_error)?)?,
             salt: row.try_get("salt").map_err(db_error)?,
-            iterations: u32::try_from(iterations).map_err(|_| {
-                StorageError::Database("SCRAM iteration count out of range".into())
-            })?,
+            iterations: u32::try_from(iterations)
+                .map_err(|_| StorageError::Database("SCRAM iteration count out of range".into()))?,
             stored_key: row.try_get("stored_key").map_err(db_error)?,
             server_key: row.try_get("server_key").map_err(db_error)?,
         }))
@@ -118,7 +121,11 @@ impl Sqlite {
         jid: &str,
         creds: &[ScramRecord],
     ) -> Result<(), StorageError> {
-        let mut tx = self.writer.begin_with(BEGIN_WRITE).await.map_err(db_error)?;
+        let mut tx = self
+            .writer
+            .begin_with(BEGIN_WRITE)
+            .await
+            .map_err(db_error)?;
         let exists = sqlx::query("SELECT 1 FROM accounts WHERE jid = ?1")
             .bind(jid)
             .fetch_optional(&mut *tx)
@@ -138,7 +145,11 @@ impl Sqlite {
     }
 
     pub(crate) async fn delete_account(&self, jid: &str) -> Result<bool, StorageError> {
-        let mut tx = self.writer.begin_with(BEGIN_WRITE).await.map_err(db_error)?;
+        let mut tx = self
+            .writer
+            .begin_with(BEGIN_WRITE)
+            .await
+            .map_err(db_error)?;
         // Explicit deletes, children first, so that the outcome does not hang on the
         // foreign_keys pragma; the ON DELETE CASCADE clauses are the second line of defence.
         for sql in [
@@ -237,7 +248,12 @@ mod tests {
         let get = |h| db.credentials("alice@localhost", h);
         assert_eq!(get(ScramHash::Sha1).await.unwrap(), Some(sha1));
         assert_eq!(get(ScramHash::Sha256).await.unwrap(), Some(sha256));
-        assert_eq!(db.credentials("bob@localhost", ScramHash::Sha1).await.unwrap(), None);
+        assert_eq!(
+            db.credentials("bob@localhost", ScramHash::Sha1)
+                .await
+                .unwrap(),
+            None
+        );
 
         let new = record(ScramHash::Sha256, 9);
         db.set_credentials("alice@localhost", std::slice::from_ref(&new))
@@ -257,8 +273,13 @@ mod tests {
         let db = Storage::open_memory().await.unwrap();
         let mut r = record(ScramHash::Sha256, 3);
         r.iterations = u32::MAX;
-        db.create_account("a@b", std::slice::from_ref(&r)).await.unwrap();
-        assert_eq!(db.credentials("a@b", ScramHash::Sha256).await.unwrap(), Some(r));
+        db.create_account("a@b", std::slice::from_ref(&r))
+            .await
+            .unwrap();
+        assert_eq!(
+            db.credentials("a@b", ScramHash::Sha256).await.unwrap(),
+            Some(r)
+        );
     }
 
     #[tokio::test]
@@ -275,7 +296,12 @@ mod tests {
             db.list_accounts(Some("a.example")).await.unwrap(),
             ["alice@a.example", "zed@a.example"]
         );
-        assert!(db.list_accounts(Some("c.example")).await.unwrap().is_empty());
+        assert!(
+            db.list_accounts(Some("c.example"))
+                .await
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[tokio::test]
@@ -293,15 +319,26 @@ mod tests {
             ..Default::default()
         };
         db.put_roster_item(alice, &item).await.unwrap();
-        db.put_roster_item("bob@localhost", &RosterItem { jid: alice.into(), ..item.clone() })
+        db.put_roster_item(
+            "bob@localhost",
+            &RosterItem {
+                jid: alice.into(),
+                ..item.clone()
+            },
+        )
+        .await
+        .unwrap();
+        db.push_offline(alice, "m1", "<message/>", 1, 10)
             .await
             .unwrap();
-        db.push_offline(alice, "m1", "<message/>", 1, 10).await.unwrap();
         db.block(alice, &["evil@example.org".into()]).await.unwrap();
 
         assert!(db.delete_account(alice).await.unwrap());
         assert!(!db.account_exists(alice).await.unwrap());
-        assert_eq!(db.credentials(alice, ScramHash::Sha256).await.unwrap(), None);
+        assert_eq!(
+            db.credentials(alice, ScramHash::Sha256).await.unwrap(),
+            None
+        );
         assert_eq!(db.roster(alice).await.unwrap(), (0, vec![]));
         assert_eq!(db.offline_count(alice).await.unwrap(), 0);
         assert!(db.blocklist(alice).await.unwrap().is_empty());

@@ -47,7 +47,11 @@ impl Sqlite {
         owner: &str,
         jids: &[String],
     ) -> Result<Vec<String>, StorageError> {
-        let mut tx = self.writer.begin_with(BEGIN_WRITE).await.map_err(db_error)?;
+        let mut tx = self
+            .writer
+            .begin_with(BEGIN_WRITE)
+            .await
+            .map_err(db_error)?;
         let mut added = Vec::new();
         for jid in jids {
             // DO NOTHING on a present item (or a repeat within `jids`): only new ones count.
@@ -73,7 +77,11 @@ impl Sqlite {
         owner: &str,
         jids: &[String],
     ) -> Result<Vec<String>, StorageError> {
-        let mut tx = self.writer.begin_with(BEGIN_WRITE).await.map_err(db_error)?;
+        let mut tx = self
+            .writer
+            .begin_with(BEGIN_WRITE)
+            .await
+            .map_err(db_error)?;
         let mut removed = Vec::new();
         if jids.is_empty() {
             let rows = sqlx::query("DELETE FROM blocklist_items WHERE owner = ?1 RETURNING item")
@@ -104,7 +112,11 @@ impl Sqlite {
         Ok(removed)
     }
 
-    pub(crate) async fn is_blocked(&self, owner: &str, candidate: &str) -> Result<bool, StorageError> {
+    pub(crate) async fn is_blocked(
+        &self,
+        owner: &str,
+        candidate: &str,
+    ) -> Result<bool, StorageError> {
         let [a, b, c, d] = match_forms(candidate);
         let row = sqlx::query(
             "SELECT 1 FROM blocklist_items WHERE owner = ?1 AND item IN (?2, ?3, ?4, ?5) LIMIT 1",
@@ -146,7 +158,10 @@ mod tests {
         assert_eq!(added, s(&["z@x", "a@x"]));
         let added = db.block(ALICE, &s(&["a@x", "example.net"])).await.unwrap();
         assert_eq!(added, s(&["example.net"]));
-        assert_eq!(db.blocklist(ALICE).await.unwrap(), s(&["a@x", "example.net", "z@x"]));
+        assert_eq!(
+            db.blocklist(ALICE).await.unwrap(),
+            s(&["a@x", "example.net", "z@x"])
+        );
         assert!(db.blocklist("bob@localhost").await.unwrap().is_empty());
         assert_eq!(
             db.block("nobody@localhost", &s(&["a@x"])).await,
@@ -184,7 +199,9 @@ mod tests {
         assert!(!blocked("evil.example").await);
 
         // A full JID item blocks that resource only.
-        db.block(ALICE, &s(&["carol@x.example/laptop"])).await.unwrap();
+        db.block(ALICE, &s(&["carol@x.example/laptop"]))
+            .await
+            .unwrap();
         assert!(blocked("carol@x.example/laptop").await);
         assert!(!blocked("carol@x.example/phone").await);
         assert!(!blocked("carol@x.example").await);
@@ -211,7 +228,15 @@ mod tests {
         assert!(!blocked("a@b").await);
 
         // Blocklists are per owner.
-        assert!(!db.is_blocked("bob@localhost", "eve@evil.example").await.unwrap());
-        assert!(!db.is_blocked("nobody@localhost", "eve@evil.example").await.unwrap());
+        assert!(
+            !db.is_blocked("bob@localhost", "eve@evil.example")
+                .await
+                .unwrap()
+        );
+        assert!(
+            !db.is_blocked("nobody@localhost", "eve@evil.example")
+                .await
+                .unwrap()
+        );
     }
 }

@@ -202,14 +202,28 @@ mod tests {
     #[tokio::test]
     async fn readers_cannot_write_and_writes_are_visible_to_readers() {
         let dir = TempDir::new("pools");
-        let db = super::Sqlite::open(&dir.0.join("zorg.sqlite")).await.unwrap();
+        let db = super::Sqlite::open(&dir.0.join("zorg.sqlite"))
+            .await
+            .unwrap();
         let err = sqlx::query("DELETE FROM accounts")
             .execute(&db.reader)
             .await
             .unwrap_err();
-        assert!(matches!(super::db_error(err), crate::storage::StorageError::Database(_)));
+        assert!(matches!(
+            super::db_error(err),
+            crate::storage::StorageError::Database(_)
+        ));
         db.create_account("a@b", &[]).await.unwrap();
         assert!(db.account_exists("a@b").await.unwrap());
+        // The durability settings hold on every connection, readers included.
+        for pool in [&db.reader, &db.writer] {
+            let get = |sql| sqlx::query_scalar::<_, String>(sql).fetch_one(pool);
+            assert_eq!(get("PRAGMA journal_mode").await.unwrap(), "wal");
+            let get = |sql| sqlx::query_scalar::<_, i64>(sql).fetch_one(pool);
+            assert_eq!(get("PRAGMA synchronous").await.unwrap(), 2, "FULL");
+            assert_eq!(get("PRAGMA foreign_keys").await.unwrap(), 1);
+            assert_eq!(get("PRAGMA busy_timeout").await.unwrap(), 5000);
+        }
         db.close().await;
     }
 

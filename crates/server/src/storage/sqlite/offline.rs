@@ -147,7 +147,10 @@ mod tests {
             .await
             .unwrap();
         let msgs = db.offline_messages(ALICE).await.unwrap();
-        assert_eq!(db.delete_offline_through(ALICE, msgs[1].seq).await.unwrap(), 2);
+        assert_eq!(
+            db.delete_offline_through(ALICE, msgs[1].seq).await.unwrap(),
+            2
+        );
         let left: Vec<_> = db
             .offline_messages(ALICE)
             .await
@@ -165,10 +168,14 @@ mod tests {
     #[tokio::test]
     async fn seq_is_never_reused_after_delete() {
         let db = db().await;
-        db.push_offline(ALICE, "m1", "<message/>", 0, 100).await.unwrap();
+        db.push_offline(ALICE, "m1", "<message/>", 0, 100)
+            .await
+            .unwrap();
         let first = db.offline_messages(ALICE).await.unwrap()[0].seq;
         db.delete_offline_through(ALICE, first).await.unwrap();
-        db.push_offline(ALICE, "m2", "<message/>", 0, 100).await.unwrap();
+        db.push_offline(ALICE, "m2", "<message/>", 0, 100)
+            .await
+            .unwrap();
         // A stale delete-through (from a session that saw only m1) must not remove m2.
         assert_eq!(db.delete_offline_through(ALICE, first).await.unwrap(), 0);
         assert_eq!(db.offline_count(ALICE).await.unwrap(), 1);
@@ -193,9 +200,12 @@ mod tests {
         // Delivering frees room again.
         let last = db.offline_messages(ALICE).await.unwrap()[0].seq;
         db.delete_offline_through(ALICE, last).await.unwrap();
-        db.push_offline(ALICE, "m3", "<message/>", 0, 3).await.unwrap();
+        db.push_offline(ALICE, "m3", "<message/>", 0, 3)
+            .await
+            .unwrap();
         assert_eq!(
-            db.push_offline("bob@localhost", "b2", "<message/>", 0, 0).await,
+            db.push_offline("bob@localhost", "b2", "<message/>", 0, 0)
+                .await,
             Err(StorageError::QuotaExceeded)
         );
     }
@@ -205,11 +215,14 @@ mod tests {
         let db = db().await;
         for quota in [0, 10] {
             assert_eq!(
-                db.push_offline("nobody@localhost", "x", "<message/>", 0, quota).await,
+                db.push_offline("nobody@localhost", "x", "<message/>", 0, quota)
+                    .await,
                 Err(StorageError::NotFound)
             );
         }
-        db.push_offline(ALICE, "same", "<message/>", 0, 10).await.unwrap();
+        db.push_offline(ALICE, "same", "<message/>", 0, 10)
+            .await
+            .unwrap();
         assert_eq!(
             db.push_offline(ALICE, "same", "<message/>", 0, 10).await,
             Err(StorageError::Conflict)

@@ -54,7 +54,10 @@ fn fold_items(rows: &[SqliteRow]) -> Result<Vec<(String, RosterItem)>, StorageEr
 }
 
 fn items_only(rows: &[SqliteRow]) -> Result<Vec<RosterItem>, StorageError> {
-    Ok(fold_items(rows)?.into_iter().map(|(_, item)| item).collect())
+    Ok(fold_items(rows)?
+        .into_iter()
+        .map(|(_, item)| item)
+        .collect())
 }
 
 /// Bumps the account's roster version inside the caller's transaction; `NotFound` without an
@@ -129,7 +132,11 @@ impl Sqlite {
         owner: &str,
         item: &RosterItem,
     ) -> Result<u64, StorageError> {
-        let mut tx = self.writer.begin_with(BEGIN_WRITE).await.map_err(db_error)?;
+        let mut tx = self
+            .writer
+            .begin_with(BEGIN_WRITE)
+            .await
+            .map_err(db_error)?;
         // First, so that a missing account is NotFound before anything is written.
         let version = bump_version(&mut tx, owner).await?;
         sqlx::query(
@@ -180,7 +187,11 @@ impl Sqlite {
         owner: &str,
         contact: &str,
     ) -> Result<Option<u64>, StorageError> {
-        let mut tx = self.writer.begin_with(BEGIN_WRITE).await.map_err(db_error)?;
+        let mut tx = self
+            .writer
+            .begin_with(BEGIN_WRITE)
+            .await
+            .map_err(db_error)?;
         sqlx::query("DELETE FROM roster_groups WHERE owner = ?1 AND contact = ?2")
             .bind(owner)
             .bind(contact)

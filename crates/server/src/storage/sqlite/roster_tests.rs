@@ -1,8 +1,6 @@
 //! Tests of `RosterStore` on SQLite.
 
-use crate::storage::{
-    AccountStore, RosterItem, RosterStore, Storage, StorageError, Subscription,
-};
+use crate::storage::{AccountStore, RosterItem, RosterStore, Storage, StorageError, Subscription};
 
 const ALICE: &str = "alice@localhost";
 const BOB: &str = "bob@localhost";
@@ -46,11 +44,19 @@ async fn put_round_trips_every_field() {
         approved: true,
         visible: true,
         // Any characters, including separators a text column would need, and client order kept.
-        groups: vec!["Zeta".into(), "a,b;c\u{1F600}".into(), "".into(), "Alpha".into()],
+        groups: vec![
+            "Zeta".into(),
+            "a,b;c\u{1F600}".into(),
+            "".into(),
+            "Alpha".into(),
+        ],
         pending_in_stanza: Some("<presence type='subscribe'/>".into()),
     };
     assert_eq!(db.put_roster_item(ALICE, &full).await.unwrap(), 1);
-    assert_eq!(db.roster_item(ALICE, &full.jid).await.unwrap(), Some(full.clone()));
+    assert_eq!(
+        db.roster_item(ALICE, &full.jid).await.unwrap(),
+        Some(full.clone())
+    );
     assert_eq!(db.roster(ALICE).await.unwrap(), (1, vec![full.clone()]));
 
     // Replace: fewer groups and other flags; nothing of the old item may linger.
@@ -62,16 +68,34 @@ async fn put_round_trips_every_field() {
         ..full.clone()
     };
     assert_eq!(db.put_roster_item(ALICE, &replaced).await.unwrap(), 2);
-    assert_eq!(db.roster_item(ALICE, &full.jid).await.unwrap(), Some(replaced));
+    assert_eq!(
+        db.roster_item(ALICE, &full.jid).await.unwrap(),
+        Some(replaced)
+    );
     assert_eq!(db.roster(ALICE).await.unwrap().1.len(), 1);
 }
 
 #[tokio::test]
 async fn versions_increment_per_account() {
     let db = db_with(&[ALICE, BOB]).await;
-    assert_eq!(db.put_roster_item(ALICE, &item(BOB, Subscription::None)).await.unwrap(), 1);
-    assert_eq!(db.put_roster_item(ALICE, &item("c@x", Subscription::To)).await.unwrap(), 2);
-    assert_eq!(db.put_roster_item(BOB, &item(ALICE, Subscription::None)).await.unwrap(), 1);
+    assert_eq!(
+        db.put_roster_item(ALICE, &item(BOB, Subscription::None))
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        db.put_roster_item(ALICE, &item("c@x", Subscription::To))
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        db.put_roster_item(BOB, &item(ALICE, Subscription::None))
+            .await
+            .unwrap(),
+        1
+    );
     assert_eq!(db.remove_roster_item(ALICE, BOB).await.unwrap(), Some(3));
     // Removing what is not there changes nothing, not even the version.
     assert_eq!(db.remove_roster_item(ALICE, BOB).await.unwrap(), None);
@@ -87,7 +111,8 @@ async fn versions_increment_per_account() {
 async fn put_without_account_is_not_found() {
     let db = db_with(&[]).await;
     assert_eq!(
-        db.put_roster_item(ALICE, &item(BOB, Subscription::None)).await,
+        db.put_roster_item(ALICE, &item(BOB, Subscription::None))
+            .await,
         Err(StorageError::NotFound)
     );
     assert_eq!(db.remove_roster_item(ALICE, BOB).await.unwrap(), None);
@@ -109,7 +134,9 @@ async fn invisible_items_are_hidden_from_the_roster_only() {
     };
     db.put_roster_item(ALICE, &hidden).await.unwrap();
     db.put_roster_item(ALICE, &shown).await.unwrap();
-    db.put_roster_item(ALICE, &item("c@x", Subscription::None)).await.unwrap();
+    db.put_roster_item(ALICE, &item("c@x", Subscription::None))
+        .await
+        .unwrap();
 
     let (version, items) = db.roster(ALICE).await.unwrap();
     assert_eq!(version, 3);
@@ -134,7 +161,9 @@ async fn owners_who_may_see_a_contact() {
         ..item(target, Subscription::From)
     };
     db.put_roster_item(BOB, &from).await.unwrap();
-    db.put_roster_item(ALICE, &item(target, Subscription::Both)).await.unwrap();
+    db.put_roster_item(ALICE, &item(target, Subscription::Both))
+        .await
+        .unwrap();
     db.put_roster_item("carol@localhost", &item(target, Subscription::To))
         .await
         .unwrap();

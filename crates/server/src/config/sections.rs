@@ -1,0 +1,446 @@
+//! The config file's sections: `[[domain]]`, `[c2s]`, `[limits]`, `[log]`, `[registration]`,
+//! `[modules]`. Each struct has its embedded defaults, its bounds and a `validate` that reports
+//! every value out of bounds with the value's key path.
+
+use std::collections::HashSet;
+use std::fmt::Display;
+use std::net::SocketAddr;
+use std::ops::RangeInclusive;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use super::Problem;
+use super::values::{DurationStr, check_domain_name, check_host_port, check_log_level};
+
+/// Collects the problems of one section, naming each `section.key`.
+struct Check<'a> {
+    problems: &'a mut Vec<Problem>,
+    section: &'static str,
+}
+
+impl Check<'_> {
+    fn push(&mut self, key: &str, message: impl Into<String>) {
+        let path = format!("{}.{key}", self.section);
+        self.problems.push(Problem::new(path, message));
+    }
+
+    fn range<T: PartialOrd + Display>(&mut self, key: &str, value: T, range: RangeInclusive<T>) {
+        if !range.contains(&value) {
+            let (lo, hi) = (range.start(), range.end());
+            self.push(key, format!("must be between {lo} and {hi}, not {value}"));
+        }
+    }
+
+    fn at_least<T: PartialOrd + Display>(&mut self, key: &str, value: T, min: T) {
+        if value < min {
+            self.push(key, format!("must be at least {min}, not {value}"));
+        }
+    }
+
+    fn duration(&mut self, key: &str, value: DurationStr, range: RangeInclusive<DurationStr>) {
+        if !range.contains(&value) {
+            let (lo, hi) = (range.start(), range.end());
+            self.push(
+                key,
+                format!("must be between \"{lo}\" and \"{hi}\", not \"{value}\""),
+            );
+        }
+    }
+
+    /// Like [`Check::duration`] for keys where "0s" means "disabled".
+    fn duration_or_zero(
+        &mut self,
+        key: &str,
+        value: DurationStr,
+        range: RangeInclusive<DurationStr>,
+    ) {
+        if !value.is_zero() && !range.contains(&value) {
+            let (lo, hi) = (range.start(), range.end());
+            let message = format!(
+                "must be between \"{lo}\" and \"{hi}\" (or \"0s\" to disable), not \"{value}\""
+            );
+            self.push(key, message);
+        }
+    }
+}
+
+/// One `[[domain]]` the server hosts: accounts live under it and it is the name clients connect to.
+#[derive(Clone, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DomainConfig {
+    /// The domain name (XMPP domainpart), e.g. "example.org". Required; an ASCII DNS name
+    /// (internationalised names in xn-- form), compared and stored lower-cased; no duplicates.
+    pub name: String,
+    /// PEM file with the certificate chain for this domain, leaf first. Relative paths are relative
+    /// to the config file. Default: none, and a self-signed certificate is generated into the data
+    /// directory. Set together with `key`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<PathBuf>,
+    /// PEM file with the private key of `certificate`. Relative paths are relative to the config
+    /// file. Default: none. Set together with `certificate`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<PathBuf>,
+}
+
+impl DomainConfig {
+    /// A domain with a generated self-signed certificate.
+    pub fn new(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            certificate: None,
+            key: None,
+        }
+    }
+}
+
+/// Validates the `[[domain]]` list: at least one, names valid and distinct, certificate and key
+/// given together.
+pub(super) fn validate_domains(domains: &[DomainConfig], problems: &mut Vec<Problem>) {
+    if domains.is_empty() {
+        problems.push(Problem::new(
+            "domain",
+            "no domain configured; add a [[domain]] section with name = \"your.domain\"",
+        ));
+    }
+    let mut seen = HashSet::new();
+    for (i, d) in domains.iter().enumerate() {
+        match check_domain_name(&d.name) {
+            Err(e) => problems.push(Problem::new(format!("domain[{i}].name"), e)),
+            Ok(()) => {
+                if !seen.insert(d.name.to_ascii_lowercase()) {
+                    problems.push(Problem::new(
+                        format!("domain[{i}].name"),
+                        format!("{:?} is listed twice; remove one [[domain]]", d.name),
+                    ));
+                }
+            }
+        }
+        match (&d.certificate, &d.key) {
+            (Some(_), None) => problems.push(Problem::new(
+                format!("domain[{i}].certificate"),
+                "is set but `key` is not; set both or neither",
+            )),
+            (None, Some(_)) => problems.push(Problem::new(
+                format!("domain[{i}].key"),
+                "is set but `certificate` is not; set both or neither",
+            )),
+            _ => {}
+        }
+        for (field, path) in [("certificate", &d.certificate), ("key", &d.key)] {
+            if path.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
+                problems.push(Problem::new(
+                    format!("domain[{i}].{field}"),
+                    "is empty; give a file name or remove the key",
+                ));
+            }
+        }
+    }
+}
+
+/// `[c2s]`: client-to-server listeners and per-stream behaviour.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct C2sConfig {
+    /// Addresses where clients connect in plain TCP and upgrade with STARTTLS (RFC 6120).
+    /// IP and port, e.g. "0.0.0.0:5222" or "[::]:5222". Default: ["127.0.0.1:5222"].
+    pub listen: Vec<SocketAddr>,
+    /// Addresses for TLS from the first byte (XEP-0368 direct TLS), ALPN "xmpp-client".
+    /// Default: ["127.0.0.1:5223"].
+    pub direct_tls: Vec<SocketAddr>,
+    /// Offer SASL PLAIN (only ever over TLS) besides SCRAM; needed by a few old clients, but it
+    /// hands the password to the server on every login. Default: false.
+    pub allow_plain: bool,
+    /// When non-empty ("host[:port]", e.g. "xmpp2.example.net:5222"), every new stream is
+    /// redirected there with RFC 6120 `<see-other-host/>`: for maintenance. Default: "" (off).
+    pub see_other_host: String,
+    /// An authenticated stream silent this long gets an XEP-0199 ping. Default "10m";
+    /// bounds "10s".."1d".
+    pub idle_timeout: DurationStr,
+    /// Close an idle stream whose ping got no answer (nor any other traffic) within this long.
+    /// Default "60s"; bounds "1s".."1h".
+    pub ping_timeout: DurationStr,
+    /// Send a single space when nothing was sent for this long, so NATs keep the connection.
+    /// Default "90s"; bounds "1s".."1h", or "0s" to disable.
+    pub whitespace_keepalive: DurationStr,
+    /// PBKDF2 iterations for SCRAM credentials created or changed from now on (existing ones keep
+    /// theirs). Default 4096; bounds 4096..=1000000.
+    pub sasl_iterations: u32,
+}
+
+impl C2sConfig {
+    /// Bounds of `idle_timeout`.
+    pub const IDLE_TIMEOUT: RangeInclusive<DurationStr> =
+        DurationStr::from_secs(10)..=DurationStr::from_secs(86_400);
+    /// Bounds of `ping_timeout`.
+    pub const PING_TIMEOUT: RangeInclusive<DurationStr> =
+        DurationStr::from_secs(1)..=DurationStr::from_secs(3_600);
+    /// Bounds of `whitespace_keepalive` besides "0s".
+    pub const WHITESPACE_KEEPALIVE: RangeInclusive<DurationStr> =
+        DurationStr::from_secs(1)..=DurationStr::from_secs(3_600);
+    /// Bounds of `sasl_iterations`.
+    pub const SASL_ITERATIONS: RangeInclusive<u32> = 4096..=1_000_000;
+
+    pub(super) fn validate(&self, problems: &mut Vec<Problem>) {
+        let mut c = Check {
+            problems,
+            section: "c2s",
+        };
+        if self.listen.is_empty() && self.direct_tls.is_empty() {
+            let message =
+                "no client listener; give at least one address in `listen` or `direct_tls`";
+            c.push("listen", message);
+        }
+        let mut seen = HashSet::new();
+        let listen = self
+            .listen
+            .iter()
+            .enumerate()
+            .map(|(i, a)| ("listen", i, a));
+        let direct_tls = self.direct_tls.iter().enumerate();
+        for (key, i, addr) in listen.chain(direct_tls.map(|(i, a)| ("direct_tls", i, a))) {
+            if !seen.insert(*addr) {
+                let message =
+                    format!("{addr} is listed twice in `listen`/`direct_tls`; remove one");
+                c.push(&format!("{key}[{i}]"), message);
+            }
+        }
+        if !self.see_other_host.is_empty()
+            && let Err(e) = check_host_port(&self.see_other_host)
+        {
+            c.push("see_other_host", e);
+        }
+        c.duration("idle_timeout", self.idle_timeout, Self::IDLE_TIMEOUT);
+        c.duration("ping_timeout", self.ping_timeout, Self::PING_TIMEOUT);
+        let keepalive = self.whitespace_keepalive;
+        c.duration_or_zero(
+            "whitespace_keepalive",
+            keepalive,
+            Self::WHITESPACE_KEEPALIVE,
+        );
+        c.range(
+            "sasl_iterations",
+            self.sasl_iterations,
+            Self::SASL_ITERATIONS,
+        );
+    }
+}
+
+impl Default for C2sConfig {
+    fn default() -> Self {
+        Self {
+            listen: vec![SocketAddr::from(([127, 0, 0, 1], 5222))],
+            direct_tls: vec![SocketAddr::from(([127, 0, 0, 1], 5223))],
+            allow_plain: false,
+            see_other_host: String::new(),
+            idle_timeout: DurationStr::from_mins(10),
+            ping_timeout: DurationStr::from_secs(60),
+            whitespace_keepalive: DurationStr::from_secs(90),
+            sasl_iterations: 4096,
+        }
+    }
+}
+
+/// `[limits]`: what one connection, account or address may cost the server.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Largest stanza (and stream header) in bytes; a bigger one closes the stream with
+    /// `<policy-violation/>`. Default 262144; bounds 4096..=16777216.
+    pub max_stanza_size: usize,
+    /// Deepest element nesting inside a stanza. Default 32; bounds 1..=256.
+    pub max_depth: usize,
+    /// Most attributes on one element. Default 64; bounds 1..=1024.
+    pub max_attributes: usize,
+    /// Sustained read rate per connection in bytes per second, with a burst of `max_stanza_size`;
+    /// a faster peer is slowed down, not cut off. Default 262144; at least 1024.
+    pub read_rate: u64,
+    /// Time a new connection has to finish TLS, SASL and resource binding. Default "30s";
+    /// bounds "1s".."10m".
+    pub pre_auth_timeout: DurationStr,
+    /// Connections not yet authenticated, server-wide; further ones are refused until some
+    /// finish. Default 512; at least 1.
+    pub max_unauthenticated: u32,
+    /// Messages stored for an offline account; further ones are bounced. Default 1000;
+    /// bounds 0..=1000000 (0 stores none).
+    pub max_offline_per_account: u32,
+    /// Failed logins allowed per account within `login_failure_window` before further attempts
+    /// get `temporary-auth-failure` until the window passes. Default 5; at least 1.
+    pub login_failures_per_account: u32,
+    /// Failed logins allowed per IP address within `login_failure_window`, likewise. Default 20;
+    /// at least 1.
+    pub login_failures_per_ip: u32,
+    /// The window over which login failures are counted. Default "5m"; bounds "1s".."1d".
+    pub login_failure_window: DurationStr,
+    /// Sessions (resources) one account may have at once; binding one more is refused with
+    /// `resource-constraint`. Default 16; bounds 1..=1024.
+    pub max_resources_per_account: u32,
+}
+
+impl LimitsConfig {
+    /// Bounds of `max_stanza_size`.
+    pub const MAX_STANZA_SIZE: RangeInclusive<usize> = 4096..=16 * 1024 * 1024;
+    /// Bounds of `max_depth`.
+    pub const MAX_DEPTH: RangeInclusive<usize> = 1..=256;
+    /// Bounds of `max_attributes`.
+    pub const MAX_ATTRIBUTES: RangeInclusive<usize> = 1..=1024;
+    /// Least `read_rate`.
+    pub const MIN_READ_RATE: u64 = 1024;
+    /// Bounds of `pre_auth_timeout`.
+    pub const PRE_AUTH_TIMEOUT: RangeInclusive<DurationStr> =
+        DurationStr::from_secs(1)..=DurationStr::from_secs(600);
+    /// Bounds of `max_offline_per_account`.
+    pub const MAX_OFFLINE_PER_ACCOUNT: RangeInclusive<u32> = 0..=1_000_000;
+    /// Bounds of `login_failure_window`.
+    pub const LOGIN_FAILURE_WINDOW: RangeInclusive<DurationStr> =
+        DurationStr::from_secs(1)..=DurationStr::from_secs(86_400);
+    /// Bounds of `max_resources_per_account`.
+    pub const MAX_RESOURCES_PER_ACCOUNT: RangeInclusive<u32> = 1..=1024;
+
+    pub(super) fn validate(&self, problems: &mut Vec<Problem>) {
+        let mut c = Check {
+            problems,
+            section: "limits",
+        };
+        c.range(
+            "max_stanza_size",
+            self.max_stanza_size,
+            Self::MAX_STANZA_SIZE,
+        );
+        c.range("max_depth", self.max_depth, Self::MAX_DEPTH);
+        c.range("max_attributes", self.max_attributes, Self::MAX_ATTRIBUTES);
+        c.at_least("read_rate", self.read_rate, Self::MIN_READ_RATE);
+        c.duration(
+            "pre_auth_timeout",
+            self.pre_auth_timeout,
+            Self::PRE_AUTH_TIMEOUT,
+        );
+        c.at_least("max_unauthenticated", self.max_unauthenticated, 1);
+        let offline = self.max_offline_per_account;
+        c.range(
+            "max_offline_per_account",
+            offline,
+            Self::MAX_OFFLINE_PER_ACCOUNT,
+        );
+        c.at_least(
+            "login_failures_per_account",
+            self.login_failures_per_account,
+            1,
+        );
+        c.at_least("login_failures_per_ip", self.login_failures_per_ip, 1);
+        let window = self.login_failure_window;
+        c.duration("login_failure_window", window, Self::LOGIN_FAILURE_WINDOW);
+        let resources = self.max_resources_per_account;
+        c.range(
+            "max_resources_per_account",
+            resources,
+            Self::MAX_RESOURCES_PER_ACCOUNT,
+        );
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_stanza_size: 262_144,
+            max_depth: 32,
+            max_attributes: 64,
+            read_rate: 262_144,
+            pre_auth_timeout: DurationStr::from_secs(30),
+            max_unauthenticated: 512,
+            max_offline_per_account: 1000,
+            login_failures_per_account: 5,
+            login_failures_per_ip: 20,
+            login_failure_window: DurationStr::from_mins(5),
+            max_resources_per_account: 16,
+        }
+    }
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One readable line per event, for a terminal or journald.
+    #[default]
+    Human,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// `[log]`: operators' diagnostic logs (not the audit trail).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// "human" or "json". Default "human".
+    pub format: LogFormat,
+    /// Which events to log: a level (trace, debug, info, warn, error, off) or comma-separated
+    /// `target=level` directives, e.g. "info,zorg_server::stream=debug". The `RUST_LOG`
+    /// environment variable overrides it. Default "info".
+    pub level: String,
+}
+
+impl LogConfig {
+    pub(super) fn validate(&self, problems: &mut Vec<Problem>) {
+        if let Err(e) = check_log_level(&self.level) {
+            problems.push(Problem::new("log.level", e));
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Human,
+            level: "info".to_owned(),
+        }
+    }
+}
+
+/// `[registration]`: XEP-0077 in-band registration, letting anyone create an account.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistrationConfig {
+    /// Allow clients to create accounts over XMPP. Default: false (accounts are made with
+    /// `zorg user add`).
+    pub enabled: bool,
+    /// Accounts one IP address may create per hour. Default 3; bounds 1..=1000.
+    pub per_ip_per_hour: u32,
+}
+
+impl RegistrationConfig {
+    /// Bounds of `per_ip_per_hour`.
+    pub const PER_IP_PER_HOUR: RangeInclusive<u32> = 1..=1000;
+
+    pub(super) fn validate(&self, problems: &mut Vec<Problem>) {
+        let mut c = Check {
+            problems,
+            section: "registration",
+        };
+        c.range(
+            "per_ip_per_hour",
+            self.per_ip_per_hour,
+            Self::PER_IP_PER_HOUR,
+        );
+    }
+}
+
+impl Default for RegistrationConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            per_ip_per_hour: 3,
+        }
+    }
+}
+
+/// `[modules]`: optional capabilities that are off unless asked for.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModulesConfig {
+    /// Answer XEP-0092 software version queries with the server's name and version. Default:
+    /// false, so the server does not tell attackers which version it runs.
+    pub version: bool,
+    /// Include the operating system in those answers (only with `version`). Default: false.
+    pub version_os: bool,
+}

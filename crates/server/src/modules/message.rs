@@ -1,0 +1,263 @@
+//! Messages (RFC 6121 §5 and §8.5): routing by type to bare and full JIDs, XEP-0160 offline
+//! storage with XEP-0203 delay stamps, and XEP-0359 stanza ids on what is stored.
+//!
+//! Messages from JIDs not in the recipient's roster are delivered: care professionals must be
+//! able to reach people they have never talked to. Only a block (XEP-0191) stops them.
+
+use std::sync::Arc;
+
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use zorg_proto::jid::Jid;
+use zorg_proto::{Element, StanzaCondition, StanzaError, ns};
+
+use crate::modules::{Target, blocking, target};
+use crate::server::Server;
+use crate::session::{AfterFlush, Ctx};
+use crate::storage::{AccountStore, OfflineStore, StorageError, new_id};
+
+/// The message `type`, with unknown or missing values read as `normal` (RFC 6121 §5.2.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageType {
+    /// One-to-one chat.
+    Chat,
+    /// Error report.
+    Error,
+    /// Group chat (not served locally yet).
+    Groupchat,
+    /// Alert or notification; never stored.
+    Headline,
+    /// Standalone message.
+    Normal,
+}
+
+impl MessageType {
+    /// The type of `el`.
+    pub fn of(el: &Element) -> MessageType {
+        match el.attr("type") {
+            Some("chat") => MessageType::Chat,
+            Some("error") => MessageType::Error,
+            Some("groupchat") => MessageType::Groupchat,
+            Some("headline") => MessageType::Headline,
+            _ => MessageType::Normal,
+        }
+    }
+}
+
+/// A message from the client of `ctx`.
+pub async fn from_client(ctx: &mut Ctx<'_>, el: Element, to: Option<Jid>) {
+    let (bare, resource) = match target(ctx, &to) {
+        Target::OwnAccount => (ctx.bare().to_owned(), None),
+        Target::LocalBare(b) => (b, None),
+        Target::LocalFull { bare, resource } => (bare, Some(resource)),
+        Target::Server(_) => {
+            // Nothing here reads messages sent to the server itself.
+            if matches!(
+                MessageType::of(&el),
+                MessageType::Chat | MessageType::Normal
+            ) {
+                ctx.reply_error(&el, StanzaError::new(StanzaCondition::ServiceUnavailable));
+            }
+            return;
+        }
+        Target::Remote(domain) => {
+            if MessageType::of(&el) != MessageType::Error {
+                ctx.reply_error(
+                    &el,
+                    StanzaError::new(StanzaCondition::RemoteServerNotFound).with_text(format!(
+                        "{domain} is not served here and federation is not enabled"
+                    )),
+                );
+            }
+            return;
+        }
+    };
+    if let Some(err) = blocking::sender_blocks(ctx, &bare).await {
+        if MessageType::of(&el) != MessageType::Error {
+            ctx.reply_error(&el, err);
+        }
+        return;
+    }
+    let server = ctx.server.clone();
+    if let Err(err) = deliver_local(&server, el.clone(), &bare, resource.as_deref()).await
+        && MessageType::of(&el) != MessageType::Error
+    {
+        ctx.reply_error(&el, err);
+    }
+}
+
+/// Delivers a message whose `from` is set to the local account `bare` (or its `resource`),
+/// applying RFC 6121 §8.5.2 / §8.5.3 and storing it offline when nobody can take it.
+/// Returns the error to bounce to the sender, if any.
+pub async fn deliver_local(
+    server: &Arc<Server>,
+    mut el: Element,
+    bare: &str,
+    resource: Option<&str>,
+) -> Result<(), StanzaError> {
+    let ty = MessageType::of(&el);
+    let from = el.attr("from").unwrap_or_default().to_owned();
+    if blocking::blocks(server, bare, &from).await {
+        // XEP-0191 §3.3: the blocked sender learns only that the service is unavailable.
+        return Err(StanzaError::new(StanzaCondition::ServiceUnavailable));
+    }
+    // XEP-0359 §4: a stanza-id claimed to be from the recipient's archive cannot come from the
+    // sender; remove it so clients never trust a forged one.
+    el.retain_children(|c| !(c.is("stanza-id", ns::SID) && c.attr("by") == Some(bare)));
+    if let Some(res) = resource {
+        if let Some(h) = server.router.session(bare, res) {
+            // A full JID that is connected gets the message even without presence.
+            match server.router.deliver(&h, el) {
+                Ok(()) => return Ok(()),
+                Err(back) => el = back,
+            }
+        }
+        // RFC 6121 §8.5.3.2.1: no such resource.
+        match ty {
+            MessageType::Normal | MessageType::Chat => {}
+            MessageType::Groupchat => {
+                return Err(StanzaError::new(StanzaCondition::ServiceUnavailable));
+            }
+            MessageType::Headline | MessageType::Error => return Ok(()),
+        }
+    }
+    let targets = server.router.message_targets(bare);
+    if ty == MessageType::Groupchat {
+        // RFC 6121 §8.5.2.1.1: groupchat to a bare JID is an error; rooms live elsewhere.
+        return Err(StanzaError::new(StanzaCondition::ServiceUnavailable));
+    }
+    let n = targets.len();
+    let mut delivered = false;
+    let mut undelivered = Some(el);
+    for (i, h) in targets.iter().enumerate() {
+        let Some(cur) = undelivered.take() else { break };
+        let copy = if i + 1 < n {
+            let c = cur.clone();
+            undelivered = Some(cur);
+            c
+        } else {
+            cur
+        };
+        match server.router.deliver(h, copy) {
+            Ok(()) => delivered = true,
+            Err(back) => {
+                if undelivered.is_none() {
+                    undelivered = Some(back);
+                }
+            }
+        }
+    }
+    match undelivered {
+        Some(el) if !delivered => match ty {
+            MessageType::Normal | MessageType::Chat => store_offline(server, bare, el).await,
+            // Headlines are not stored; errors to someone offline are dropped.
+            _ => Ok(()),
+        },
+        _ => Ok(()),
+    }
+}
+
+/// Stores a message for an account with no session to take it (XEP-0160), adding a
+/// stanza-id (XEP-0359). Durable when this returns `Ok`.
+pub async fn store_offline(
+    server: &Arc<Server>,
+    bare: &str,
+    mut el: Element,
+) -> Result<(), StanzaError> {
+    match server.storage.account_exists(bare).await {
+        Ok(true) => {}
+        Ok(false) => return Err(StanzaError::new(StanzaCondition::ServiceUnavailable)),
+        Err(e) => {
+            tracing::error!(error = %e, "offline storage lookup failed");
+            return Err(StanzaError::new(StanzaCondition::InternalServerError));
+        }
+    }
+    let id = new_id();
+    el.push_child(
+        Element::new("stanza-id", ns::SID)
+            .with_attr("id", id.as_str())
+            .with_attr("by", bare),
+    );
+    let stamp = OffsetDateTime::now_utc();
+    let ms = (stamp.unix_timestamp_nanos() / 1_000_000) as i64;
+    let xml = el.to_xml(ns::CLIENT);
+    let max = server.config.limits.max_offline_per_account;
+    match server.storage.push_offline(bare, &id, &xml, ms, max).await {
+        Ok(()) => Ok(()),
+        Err(StorageError::QuotaExceeded) => {
+            Err(StanzaError::new(StanzaCondition::ServiceUnavailable)
+                .with_text("the recipient is offline and their offline storage is full"))
+        }
+        Err(StorageError::NotFound) => Err(StanzaError::new(StanzaCondition::ServiceUnavailable)),
+        Err(e) => {
+            tracing::error!(error = %e, "storing an offline message failed");
+            Err(StanzaError::new(StanzaCondition::InternalServerError))
+        }
+    }
+}
+
+/// A message that was queued for a session that ended before writing it: deliver it to the
+/// account's other resources or store it, as if sent to the bare JID.
+pub async fn reroute_undelivered(server: &Arc<Server>, el: Element) {
+    let Some(bare) = el
+        .attr("to")
+        .and_then(|t| Jid::new(t).ok())
+        .map(|j| j.to_bare().to_string())
+    else {
+        return;
+    };
+    if let Err(e) = deliver_local(server, el, &bare, None).await {
+        tracing::debug!(
+            condition = e.condition.as_str(),
+            "undelivered message could not be rerouted"
+        );
+    }
+}
+
+/// XEP-0160: after initial presence with non-negative priority, write stored messages in
+/// order, each with a XEP-0203 delay stamp; they are deleted once written.
+pub async fn deliver_offline(ctx: &mut Ctx<'_>) {
+    let bare = ctx.bare().to_owned();
+    let msgs = match ctx.server.storage.offline_messages(&bare).await {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::error!(error = %e, "reading offline messages failed; they stay stored");
+            return;
+        }
+    };
+    let Some(last) = msgs.last().map(|m| m.seq) else {
+        return;
+    };
+    let domain = ctx.domain().to_owned();
+    for m in msgs {
+        let mut el = match zorg_proto::parse_element(
+            &m.stanza,
+            zorg_proto::Limits {
+                // Stored stanzas passed the limits when received; do not refuse them now if the
+                // operator lowered the limits since.
+                max_stanza_size: usize::MAX / 2,
+                max_depth: 256,
+                max_attributes: 1024,
+            },
+        ) {
+            Ok(el) => el,
+            Err(e) => {
+                tracing::error!(error = %e, id = %m.id, "stored offline message is unreadable; skipped");
+                continue;
+            }
+        };
+        let stamp =
+            OffsetDateTime::from_unix_timestamp_nanos(i128::from(m.stamp_unix_ms) * 1_000_000)
+                .ok()
+                .and_then(|t| t.format(&Rfc3339).ok())
+                .unwrap_or_default();
+        el.push_child(
+            Element::new("delay", ns::DELAY)
+                .with_attr("from", domain.as_str())
+                .with_attr("stamp", stamp)
+                .with_text("Offline Storage"),
+        );
+        ctx.to_self.push(el);
+    }
+    ctx.after_flush.push(AfterFlush::DeleteOffline(last));
+}

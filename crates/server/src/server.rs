@@ -1,0 +1,252 @@
+//! The running server: shared state, listeners, accept loops and orderly shutdown.
+
+use std::collections::HashSet;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use thiserror::Error;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
+use zorg_proto::Limits;
+
+use crate::config::Config;
+use crate::modules::disco;
+use crate::ratelimit::WindowCounter;
+use crate::router::{Outbound, Router};
+use crate::storage::{Storage, StorageError};
+use crate::stream::c2s;
+use crate::tls::{TlsError, TlsSetup};
+
+/// Why the server could not start. Each says what to do.
+#[derive(Debug, Error)]
+pub enum StartError {
+    /// The data directory could not be created.
+    #[error("cannot create data directory {path}: {why}")]
+    DataDir {
+        /// The directory.
+        path: String,
+        /// Why.
+        why: String,
+    },
+    /// The database could not be opened or migrated.
+    #[error("storage: {0}")]
+    Storage(#[from] StorageError),
+    /// Certificates.
+    #[error("TLS: {0}")]
+    Tls(#[from] TlsError),
+    /// A listener could not be bound.
+    #[error(
+        "cannot listen on {addr}: {why} (is another server running there? change [c2s] in the config)"
+    )]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        why: String,
+    },
+}
+
+/// State shared by every connection.
+pub struct Server {
+    /// The configuration the server runs with.
+    pub config: Config,
+    /// Persistent data.
+    pub storage: Storage,
+    /// Bound sessions.
+    pub router: Router,
+    /// Certificates and the rustls configuration.
+    pub tls: TlsSetup,
+    /// Accepts TLS on client connections.
+    pub acceptor: TlsAcceptor,
+    /// The served domains, lower-case.
+    pub domains: HashSet<String>,
+    /// Framing limits for every stream.
+    pub limits: Limits,
+    /// Failed logins per account.
+    pub failures_by_account: WindowCounter<String>,
+    /// Failed logins per client address.
+    pub failures_by_ip: WindowCounter<IpAddr>,
+    /// In-band registrations per client address (per hour).
+    pub registrations_by_ip: WindowCounter<IpAddr>,
+    /// Caps the number of connections that have not yet authenticated.
+    pub unauthenticated: Arc<Semaphore>,
+    /// Secret for SCRAM answers about unknown accounts (so they look like real ones).
+    pub fake_secret: [u8; 32],
+    /// XEP-0115 verification string of the server's disco#info.
+    pub caps_ver: String,
+    /// Blocklists of accounts, cached because every routed stanza checks them (XEP-0191).
+    pub blocklists: dashmap::DashMap<String, Arc<Vec<String>>>,
+    /// Becomes `true` when the server shuts down.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+impl Server {
+    /// Whether `domain` is served here.
+    pub fn serves(&self, domain: &str) -> bool {
+        self.domains.contains(domain)
+    }
+
+    /// The first configured domain (used when a client does not say which).
+    pub fn default_domain(&self) -> &str {
+        self.config
+            .domains
+            .first()
+            .map(|d| d.name.as_str())
+            .unwrap_or("localhost")
+    }
+}
+
+/// A started server: its addresses and the means to stop it.
+pub struct RunningServer {
+    /// The shared state.
+    pub server: Arc<Server>,
+    /// STARTTLS client listeners, as bound (port 0 resolved).
+    pub c2s_addrs: Vec<SocketAddr>,
+    /// Direct-TLS client listeners, as bound.
+    pub direct_tls_addrs: Vec<SocketAddr>,
+    shutdown_tx: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+}
+
+/// Starts the server: opens storage, loads or makes certificates, binds listeners.
+pub async fn start(config: Config) -> Result<RunningServer, StartError> {
+    std::fs::create_dir_all(&config.data_dir).map_err(|e| StartError::DataDir {
+        path: config.data_dir.display().to_string(),
+        why: e.to_string(),
+    })?;
+    let storage = Storage::open(&config.data_dir.join("zorg.db")).await?;
+    let doms: Vec<_> = config
+        .domains
+        .iter()
+        .map(|d| (d.name.clone(), d.certificate.clone(), d.key.clone()))
+        .collect();
+    let tls = TlsSetup::load(&doms, &config.data_dir)?;
+    let acceptor = TlsAcceptor::from(tls.server_config.clone());
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let mut fake_secret = [0u8; 32];
+    aws_lc_rs::rand::fill(&mut fake_secret).map_err(|_| StartError::DataDir {
+        path: "random".into(),
+        why: "the system random generator failed".into(),
+    })?;
+    let l = &config.limits;
+    let limits = Limits {
+        max_stanza_size: l.max_stanza_size,
+        max_depth: l.max_depth,
+        max_attributes: l.max_attributes,
+    };
+    let window = l.login_failure_window.get();
+    let server = Arc::new(Server {
+        domains: config.domains.iter().map(|d| d.name.clone()).collect(),
+        failures_by_account: WindowCounter::new(l.login_failures_per_account, window),
+        failures_by_ip: WindowCounter::new(l.login_failures_per_ip, window),
+        registrations_by_ip: WindowCounter::new(
+            config.registration.per_ip_per_hour,
+            Duration::from_secs(3600),
+        ),
+        unauthenticated: Arc::new(Semaphore::new(l.max_unauthenticated as usize)),
+        caps_ver: disco::server_caps_ver(&config),
+        limits,
+        storage,
+        router: Router::new(),
+        tls,
+        acceptor,
+        fake_secret,
+        blocklists: dashmap::DashMap::new(),
+        shutdown: shutdown_rx,
+        config,
+    });
+    let mut tasks = JoinSet::new();
+    let mut c2s_addrs = Vec::new();
+    let mut direct_tls_addrs = Vec::new();
+    for (addrs, direct, out) in [
+        (&server.config.c2s.listen, false, &mut c2s_addrs),
+        (&server.config.c2s.direct_tls, true, &mut direct_tls_addrs),
+    ] {
+        for addr in addrs {
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|e| StartError::Bind {
+                    addr: *addr,
+                    why: e.to_string(),
+                })?;
+            let local = listener.local_addr().map_err(|e| StartError::Bind {
+                addr: *addr,
+                why: e.to_string(),
+            })?;
+            out.push(local);
+            tasks.spawn(accept_loop(server.clone(), listener, direct));
+        }
+    }
+    Ok(RunningServer {
+        server,
+        c2s_addrs,
+        direct_tls_addrs,
+        shutdown_tx,
+        tasks,
+    })
+}
+
+async fn accept_loop(server: Arc<Server>, listener: TcpListener, direct_tls: bool) {
+    let mut shutdown = server.shutdown.clone();
+    let mut conns = JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => break,
+            // Reap finished connection tasks so the set does not grow.
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            r = listener.accept() => match r {
+                Ok((tcp, peer)) => {
+                    let _ = tcp.set_nodelay(true);
+                    conns.spawn(handle_connection(server.clone(), tcp, peer, direct_tls));
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+    // Give sessions time to send <system-shutdown/> and flush.
+    let _ = tokio::time::timeout(Duration::from_secs(10), async {
+        while conns.join_next().await.is_some() {}
+    })
+    .await;
+}
+
+async fn handle_connection(
+    server: Arc<Server>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    direct_tls: bool,
+) {
+    // Cap unauthenticated connections; the permit is released once the session is bound.
+    let Ok(permit) = server.unauthenticated.clone().try_acquire_owned() else {
+        tracing::warn!(%peer, "too many unauthenticated connections; refusing");
+        return;
+    };
+    c2s::serve(server, tcp, peer, direct_tls, permit).await;
+}
+
+impl RunningServer {
+    /// Stops accepting, closes every stream with `<system-shutdown/>`, waits for sessions to
+    /// finish (bounded) and closes storage so that everything written is on disk.
+    pub async fn shutdown(mut self) {
+        let _ = self.shutdown_tx.send(true);
+        for s in self.server.router.all_sessions() {
+            let _ = s.tx.try_send(Outbound::Close(zorg_proto::StreamError::new(
+                zorg_proto::StreamCondition::SystemShutdown,
+            )));
+        }
+        while self.tasks.join_next().await.is_some() {}
+        self.server.storage.close().await;
+    }
+
+    /// Waits until the accept loops end (they end only on shutdown).
+    pub async fn wait(&mut self) {
+        while self.tasks.join_next().await.is_some() {}
+    }
+}

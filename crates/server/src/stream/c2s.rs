@@ -1,0 +1,680 @@
+//! Client-to-server stream negotiation (RFC 6120 §4–§7): stream header, STARTTLS (required),
+//! SASL, stream restart, resource binding. The bound session then runs in [`crate::session`].
+//!
+//! Everything before binding runs under `[limits] pre_auth_timeout` and holds one of the
+//! `max_unauthenticated` permits.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
+use zorg_proto::{Element, Frame, StanzaCondition, StanzaError, StreamCondition, StreamError, ns};
+
+use crate::modules::register;
+use crate::router::{BindError, Outbound, SESSION_QUEUE, SessionHandle};
+use crate::sasl::{self, ChannelBindings, Mechanism, SaslFailure, ScramServer};
+use crate::server::Server;
+use crate::session::{self, Bound};
+use crate::storage::{AccountStore, ScramHash};
+use crate::stream::io::{ReadError, XmlStream, stream_header};
+
+/// SASL attempts allowed on one stream before it is closed (RFC 6120 §6.4.5: 2 to 5).
+const MAX_SASL_ATTEMPTS: u32 = 3;
+
+/// Serves one client connection from accept to close.
+pub async fn serve(
+    server: Arc<Server>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    direct_tls: bool,
+    permit: OwnedSemaphorePermit,
+) {
+    let deadline = tokio::time::Instant::now() + server.config.limits.pre_auth_timeout.get();
+    let mut shutdown = server.shutdown.clone();
+    let negotiated = tokio::select! {
+        r = tokio::time::timeout_at(deadline, negotiate(&server, tcp, peer, direct_tls)) => match r {
+            Ok(r) => r,
+            Err(_) => {
+                tracing::debug!(%peer, "pre-authentication timeout");
+                None
+            }
+        },
+        _ = shutdown.changed() => None,
+    };
+    let Some((stream, bound)) = negotiated else {
+        return;
+    };
+    drop(permit);
+    session::run(server, stream, bound).await;
+}
+
+type Tls = tokio_rustls::server::TlsStream<TcpStream>;
+
+async fn negotiate(
+    server: &Arc<Server>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    direct_tls: bool,
+) -> Option<(XmlStream<Tls>, Bound)> {
+    let tcp = if direct_tls {
+        tcp
+    } else {
+        starttls(server, tcp).await?
+    };
+    let tls = match server.acceptor.accept(tcp).await {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+            return None;
+        }
+    };
+    let bindings = {
+        let conn = tls.get_ref().1;
+        let sni = conn.server_name().map(str::to_ascii_lowercase);
+        ChannelBindings {
+            tls_exporter: crate::tls::exporter_binding(conn),
+            tls_server_end_point: server
+                .tls
+                .cert_for(sni.as_deref().unwrap_or(""))
+                .map(|c| c.end_point_hash.clone()),
+        }
+    };
+    let mut s = XmlStream::new(tls, server.limits, server.config.limits.read_rate);
+    let (domain, lang) = open_stream(server, &mut s).await?;
+    let offered = offered_mechanisms(server, &bindings);
+    s.queue_features(&auth_features(server, &offered, &bindings));
+    s.flush().await.ok()?;
+    let bare = authenticate(server, &mut s, &domain, peer, &bindings, &offered).await?;
+    s.restart();
+    let (domain2, _) = open_stream(server, &mut s).await?;
+    if domain2 != domain {
+        s.fail(&StreamError::new(StreamCondition::HostUnknown))
+            .await;
+        return None;
+    }
+    s.queue_features(&bound_features(server));
+    s.flush().await.ok()?;
+    let bound = bind(server, &mut s, &bare, peer, lang).await?;
+    Some((s, bound))
+}
+
+/// Plain-text phase of port 5222: header, `<starttls/>` required, `<proceed/>`.
+async fn starttls(server: &Arc<Server>, tcp: TcpStream) -> Option<TcpStream> {
+    let mut s = XmlStream::new(tcp, server.limits, server.config.limits.read_rate);
+    open_stream(server, &mut s).await?;
+    s.queue_features(&[
+        Element::new("starttls", ns::TLS).with_child(Element::new("required", ns::TLS))
+    ]);
+    s.flush().await.ok()?;
+    match next_element(&mut s).await? {
+        el if el.is("starttls", ns::TLS) => {
+            s.queue_raw(b"<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>");
+            s.flush().await.ok()?;
+            // Data pipelined after <starttls/> would be read in the clear: drop the connection.
+            s.into_inner().ok()
+        }
+        _ => {
+            s.fail(
+                &StreamError::new(StreamCondition::PolicyViolation)
+                    .with_text("STARTTLS is required on this port; use a client that supports it"),
+            )
+            .await;
+            None
+        }
+    }
+}
+
+/// Reads the next top-level element; answers stream-level problems itself and returns `None`
+/// when the stream is over.
+pub(crate) async fn next_element<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut XmlStream<S>,
+) -> Option<Element> {
+    match s.next_frame().await {
+        Ok(Frame::Stanza(el)) => Some(el),
+        Ok(Frame::StreamClose) => {
+            s.close().await;
+            None
+        }
+        Ok(Frame::StreamOpen(_)) => {
+            // Only reachable after a restart point, which callers handle explicitly.
+            s.fail(&StreamError::new(StreamCondition::BadFormat)).await;
+            None
+        }
+        Err(ReadError::Framing(e)) => {
+            s.fail(&StreamError::from(&e)).await;
+            None
+        }
+        Err(ReadError::Closed) | Err(ReadError::Io(_)) => None,
+    }
+}
+
+/// Reads and checks the client's stream header and answers with ours. Returns the domain and
+/// the stream language.
+async fn open_stream<S: AsyncRead + AsyncWrite + Unpin>(
+    server: &Arc<Server>,
+    s: &mut XmlStream<S>,
+) -> Option<(String, String)> {
+    let header = match s.next_frame().await {
+        Ok(Frame::StreamOpen(h)) => h,
+        Ok(_) => {
+            send_header_and_fail(
+                server,
+                s,
+                server.default_domain(),
+                StreamError::new(StreamCondition::BadFormat),
+            )
+            .await;
+            return None;
+        }
+        Err(ReadError::Framing(e)) => {
+            send_header_and_fail(server, s, server.default_domain(), StreamError::from(&e)).await;
+            return None;
+        }
+        Err(_) => return None,
+    };
+    let domain = header
+        .attr("to")
+        .map(|d| d.trim_end_matches('.').to_ascii_lowercase())
+        .unwrap_or_else(|| server.default_domain().to_owned());
+    let lang = header
+        .lang()
+        .filter(|l| l.len() <= 35 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
+        .unwrap_or("en")
+        .to_owned();
+    let err = if header.name != "stream" || header.ns != ns::STREAM {
+        Some(StreamError::new(StreamCondition::InvalidNamespace))
+    } else if header.default_ns.as_deref() != Some(ns::CLIENT) {
+        Some(
+            StreamError::new(StreamCondition::InvalidNamespace).with_text("expected jabber:client"),
+        )
+    } else if !version_ok(header.attr("version")) {
+        Some(
+            StreamError::new(StreamCondition::UnsupportedVersion)
+                .with_text("XMPP 1.0 streams only"),
+        )
+    } else if !server.serves(&domain) {
+        Some(StreamError::new(StreamCondition::HostUnknown))
+    } else if !server.config.c2s.see_other_host.is_empty() {
+        Some(StreamError::see_other_host(
+            server.config.c2s.see_other_host.clone(),
+        ))
+    } else {
+        None
+    };
+    let from = if server.serves(&domain) {
+        domain.clone()
+    } else {
+        server.default_domain().to_owned()
+    };
+    if let Some(e) = err {
+        send_header_and_fail(server, s, &from, e).await;
+        return None;
+    }
+    s.queue_raw(&stream_header(&from, &crate::storage::new_id(), &lang));
+    Some((domain, lang))
+}
+
+fn version_ok(v: Option<&str>) -> bool {
+    let Some(v) = v else { return false };
+    let mut it = v.split('.');
+    match (
+        it.next().and_then(|m| m.parse::<u32>().ok()),
+        it.next().and_then(|m| m.parse::<u32>().ok()),
+        it.next(),
+    ) {
+        (Some(major), Some(_minor), None) => major == 1,
+        _ => false,
+    }
+}
+
+async fn send_header_and_fail<S: AsyncRead + AsyncWrite + Unpin>(
+    _server: &Arc<Server>,
+    s: &mut XmlStream<S>,
+    from: &str,
+    err: StreamError,
+) {
+    // RFC 6120 §4.9.1.2: a stream error before our header is sent needs our header first.
+    s.queue_raw(&stream_header(from, &crate::storage::new_id(), "en"));
+    s.fail(&err).await;
+}
+
+fn offered_mechanisms(server: &Server, bindings: &ChannelBindings) -> Vec<Mechanism> {
+    let mut m = Vec::with_capacity(5);
+    if bindings.any() {
+        m.push(Mechanism::ScramSha256Plus);
+    }
+    m.push(Mechanism::ScramSha256);
+    if bindings.any() {
+        m.push(Mechanism::ScramSha1Plus);
+    }
+    m.push(Mechanism::ScramSha1);
+    if server.config.c2s.allow_plain {
+        m.push(Mechanism::Plain);
+    }
+    m
+}
+
+fn limits_feature(server: &Server) -> Element {
+    // XEP-0478: tell the client our stanza size limit and how long a silent stream may idle.
+    let mut l = Element::new("limits", ns::STREAM_LIMITS).with_child(
+        Element::new("max-bytes", ns::STREAM_LIMITS)
+            .with_text(server.limits.max_stanza_size.to_string()),
+    );
+    let idle = server.config.c2s.idle_timeout.get().as_secs();
+    if idle > 0 {
+        l.push_child(Element::new("idle-seconds", ns::STREAM_LIMITS).with_text(idle.to_string()));
+    }
+    l
+}
+
+fn auth_features(
+    server: &Server,
+    offered: &[Mechanism],
+    bindings: &ChannelBindings,
+) -> Vec<Element> {
+    let mut mechs = Element::new("mechanisms", ns::SASL);
+    for m in offered {
+        mechs.push_child(Element::new("mechanism", ns::SASL).with_text(m.name()));
+    }
+    let mut f = vec![mechs];
+    if bindings.any() {
+        // XEP-0440: which channel-binding types this connection supports.
+        let mut cb = Element::new("sasl-channel-binding", ns::SASL_CB);
+        for t in bindings.available() {
+            cb.push_child(Element::new("channel-binding", ns::SASL_CB).with_attr("type", t));
+        }
+        f.push(cb);
+    }
+    if server.config.registration.enabled {
+        f.push(Element::new("register", ns::REGISTER_FEATURE));
+    }
+    f.push(limits_feature(server));
+    f
+}
+
+fn bound_features(server: &Server) -> Vec<Element> {
+    vec![
+        Element::new("bind", ns::BIND),
+        // RFC 6121 bis: the session feature is optional; old clients still look for it.
+        Element::new("session", ns::SESSION).with_child(Element::new("optional", ns::SESSION)),
+        Element::new("ver", ns::ROSTER_VER),
+        Element::new("sub", ns::PRE_APPROVAL),
+        crate::modules::disco::caps_element(server),
+        limits_feature(server),
+    ]
+}
+
+/// Failure of one SASL attempt: report it and maybe allow another.
+enum AttemptError {
+    Failure(SaslFailure),
+    /// The stream is gone or was closed with a stream error.
+    Gone,
+}
+
+impl From<SaslFailure> for AttemptError {
+    fn from(f: SaslFailure) -> Self {
+        AttemptError::Failure(f)
+    }
+}
+
+async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
+    server: &Arc<Server>,
+    s: &mut XmlStream<S>,
+    domain: &str,
+    peer: SocketAddr,
+    bindings: &ChannelBindings,
+    offered: &[Mechanism],
+) -> Option<String> {
+    let mut attempts = 0;
+    loop {
+        let el = next_element(s).await?;
+        if el.is("auth", ns::SASL) {
+            let mut account = None;
+            match attempt(
+                server,
+                s,
+                domain,
+                peer,
+                bindings,
+                offered,
+                &el,
+                &mut account,
+            )
+            .await
+            {
+                Ok((bare, success)) => {
+                    server.failures_by_account.clear(&bare);
+                    s.queue_raw(&success);
+                    s.flush().await.ok()?;
+                    tracing::info!(account = %bare, %peer, "authenticated");
+                    return Some(bare);
+                }
+                Err(AttemptError::Gone) => return None,
+                Err(AttemptError::Failure(f)) => {
+                    if f != SaslFailure::Aborted && f != SaslFailure::TemporaryAuthFailure {
+                        server.failures_by_ip.record(&peer.ip());
+                        if let Some(a) = &account {
+                            server.failures_by_account.record(a);
+                        }
+                    }
+                    tracing::info!(%peer, account = account.as_deref().unwrap_or("-"), condition = f.element_name(), "authentication failed");
+                    let mut fail = Element::new("failure", ns::SASL)
+                        .with_child(Element::new(f.element_name(), ns::SASL));
+                    if f == SaslFailure::TemporaryAuthFailure {
+                        fail.push_child(Element::new("text", ns::SASL).with_text(
+                            "too many failed attempts; wait a few minutes and try again",
+                        ));
+                    }
+                    s.queue(&fail);
+                    s.flush().await.ok()?;
+                    attempts += 1;
+                    if attempts >= MAX_SASL_ATTEMPTS {
+                        s.fail(&StreamError::new(StreamCondition::NotAuthorized))
+                            .await;
+                        return None;
+                    }
+                }
+            }
+        } else if el.is("iq", ns::CLIENT) && el.has_child("query", ns::REGISTER) {
+            let reply = register::handle_pre_auth(server, domain, peer.ip(), &el).await;
+            s.queue(&reply);
+            s.flush().await.ok()?;
+        } else {
+            s.fail(&StreamError::new(StreamCondition::NotAuthorized))
+                .await;
+            return None;
+        }
+    }
+}
+
+/// Decodes a SASL payload: empty element = no data, "=" = empty data (RFC 6120 §6.4.2).
+fn decode_payload(el: &Element) -> Result<Option<Vec<u8>>, SaslFailure> {
+    let t = el.text();
+    let t = t.trim();
+    match t {
+        "" => Ok(None),
+        "=" => Ok(Some(Vec::new())),
+        _ => B64
+            .decode(t)
+            .map(Some)
+            .map_err(|_| SaslFailure::IncorrectEncoding),
+    }
+}
+
+fn challenge(data: &[u8]) -> Element {
+    let mut c = Element::new("challenge", ns::SASL);
+    if !data.is_empty() {
+        c.push_text(B64.encode(data));
+    }
+    c
+}
+
+/// Sends `challenge` and waits for `<response/>` (or `<abort/>`).
+async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut XmlStream<S>,
+    data: &[u8],
+) -> Result<Vec<u8>, AttemptError> {
+    s.queue(&challenge(data));
+    s.flush().await.map_err(|_| AttemptError::Gone)?;
+    let el = next_element(s).await.ok_or(AttemptError::Gone)?;
+    if el.is("abort", ns::SASL) {
+        return Err(SaslFailure::Aborted.into());
+    }
+    if !el.is("response", ns::SASL) {
+        s.fail(&StreamError::new(StreamCondition::NotAuthorized))
+            .await;
+        return Err(AttemptError::Gone);
+    }
+    Ok(decode_payload(&el)?.unwrap_or_default())
+}
+
+/// The account's bare JID for a SASL username on `domain`, normalised (nodeprep).
+fn account_jid(username: &str, domain: &str) -> Result<String, SaslFailure> {
+    if username.is_empty() || username.contains(['@', '/']) {
+        return Err(SaslFailure::NotAuthorized);
+    }
+    jid::BareJid::new(&format!("{username}@{domain}"))
+        .map(|j| j.to_string())
+        .map_err(|_| SaslFailure::NotAuthorized)
+}
+
+fn check_authzid(authzid: Option<&str>, bare: &str) -> Result<(), SaslFailure> {
+    match authzid {
+        None => Ok(()),
+        Some(a) => match jid::Jid::new(a) {
+            Ok(j) if j.to_bare().to_string() == bare && j.resource().is_none() => Ok(()),
+            _ => Err(SaslFailure::InvalidAuthzid),
+        },
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn attempt<S: AsyncRead + AsyncWrite + Unpin>(
+    server: &Arc<Server>,
+    s: &mut XmlStream<S>,
+    domain: &str,
+    peer: SocketAddr,
+    bindings: &ChannelBindings,
+    offered: &[Mechanism],
+    el: &Element,
+    account: &mut Option<String>,
+) -> Result<(String, Vec<u8>), AttemptError> {
+    let mech = el
+        .attr("mechanism")
+        .and_then(Mechanism::parse)
+        .filter(|m| offered.contains(m))
+        .ok_or(SaslFailure::InvalidMechanism)?;
+    if server.failures_by_ip.is_over(&peer.ip()) {
+        return Err(SaslFailure::TemporaryAuthFailure.into());
+    }
+    let initial = match decode_payload(el)? {
+        Some(d) => d,
+        None => exchange(s, &[]).await?,
+    };
+    let iterations = server.config.c2s.sasl_iterations;
+    match mech.scram_hash() {
+        None => {
+            // PLAIN (only offered when allowed, and always over TLS here).
+            let creds = sasl::parse_plain(&initial)?;
+            let bare = account_jid(&creds.username, domain)?;
+            *account = Some(bare.clone());
+            check_authzid(creds.authzid.as_deref(), &bare)?;
+            if server.failures_by_account.is_over(&bare) {
+                return Err(SaslFailure::TemporaryAuthFailure.into());
+            }
+            let record = server
+                .storage
+                .credentials(&bare, ScramHash::Sha256)
+                .await
+                .map_err(|_| SaslFailure::TemporaryAuthFailure)?;
+            let secret = server.fake_secret;
+            let ok = tokio::task::spawn_blocking(move || {
+                let rec = record.unwrap_or_else(|| {
+                    sasl::fake_record(ScramHash::Sha256, &creds.username, &secret, iterations)
+                });
+                sasl::verify_password(&rec, creds.password.expose())
+            })
+            .await
+            .unwrap_or(false);
+            if !ok {
+                return Err(SaslFailure::NotAuthorized.into());
+            }
+            let mut out = Vec::new();
+            Element::new("success", ns::SASL).write_to(&mut out, ns::CLIENT);
+            Ok((bare, out))
+        }
+        Some(hash) => {
+            let offers_plus = offered.iter().any(|m| m.is_plus());
+            let mut scram = ScramServer::new(hash, mech.is_plus(), bindings.clone(), offers_plus);
+            let first = scram.client_first(&initial)?;
+            let bare = account_jid(&first.username, domain);
+            let record = match &bare {
+                Ok(b) => {
+                    *account = Some(b.clone());
+                    check_authzid(first.authzid.as_deref(), b)?;
+                    if server.failures_by_account.is_over(b) {
+                        return Err(SaslFailure::TemporaryAuthFailure.into());
+                    }
+                    server
+                        .storage
+                        .credentials(b, hash)
+                        .await
+                        .map_err(|_| SaslFailure::TemporaryAuthFailure)?
+                }
+                Err(_) => None,
+            };
+            // Unknown accounts get a made-up but stable record, so that the exchange looks
+            // the same and fails only at the proof: no account enumeration.
+            let record = record.unwrap_or_else(|| {
+                sasl::fake_record(hash, &first.username, &server.fake_secret, iterations)
+            });
+            let server_first = scram.server_first(record);
+            let last = exchange(s, &server_first).await?;
+            let server_final = scram.client_final(&last)?;
+            let bare = bare?;
+            let mut out = Vec::new();
+            Element::new("success", ns::SASL)
+                .with_text(B64.encode(server_final))
+                .write_to(&mut out, ns::CLIENT);
+            Ok((bare, out))
+        }
+    }
+}
+
+/// Resource binding (RFC 6120 §7). Returns the bound session.
+async fn bind<S: AsyncRead + AsyncWrite + Unpin>(
+    server: &Arc<Server>,
+    s: &mut XmlStream<S>,
+    bare: &str,
+    peer: SocketAddr,
+    lang: String,
+) -> Option<Bound> {
+    loop {
+        let el = next_element(s).await?;
+        let is_set_iq = el.is("iq", ns::CLIENT) && el.attr("type") == Some("set");
+        if is_set_iq && el.has_child("bind", ns::BIND) {
+            let requested = el
+                .get_child("bind", ns::BIND)
+                .and_then(|b| b.get_child("resource", ns::BIND))
+                .map(|r| r.text())
+                .unwrap_or_default();
+            let resource = if requested.trim().is_empty() {
+                format!("zorg-{}", &crate::storage::new_id()[..12])
+            } else {
+                match jid::BareJid::new(bare)
+                    .ok()
+                    .and_then(|b| b.with_resource_str(&requested).ok())
+                {
+                    Some(full) => full.resource().to_string(),
+                    None => {
+                        let e = StanzaError::new(StanzaCondition::BadRequest)
+                            .with_text("the resource is not a valid resourcepart");
+                        if let Some(r) = e.reply_to(&el, bare) {
+                            s.queue(&r);
+                            s.flush().await.ok()?;
+                        }
+                        continue;
+                    }
+                }
+            };
+            let (tx, rx) = mpsc::channel(SESSION_QUEUE);
+            let handle = Arc::new(SessionHandle {
+                conn_id: server.router.next_conn_id(),
+                bare: bare.to_owned(),
+                full: format!("{bare}/{resource}"),
+                resource,
+                tx,
+                state: Arc::default(),
+            });
+            match server.router.bind(
+                handle.clone(),
+                server.config.limits.max_resources_per_account as usize,
+            ) {
+                Ok(old) => {
+                    if let Some(old) = old {
+                        // RFC 6120 §7.7.2.2: the new session wins; the old one gets <conflict/>.
+                        let _ = old.tx.try_send(Outbound::Close(
+                            StreamError::new(StreamCondition::Conflict)
+                                .with_text("replaced by a new connection with the same resource"),
+                        ));
+                    }
+                }
+                Err(BindError::TooManyResources) => {
+                    let e = StanzaError::new(StanzaCondition::ResourceConstraint)
+                        .with_text("too many sessions for this account; close one and try again");
+                    if let Some(r) = e.reply_to(&el, bare) {
+                        s.queue(&r);
+                        s.flush().await.ok()?;
+                    }
+                    continue;
+                }
+            }
+            let mut result = Element::new("iq", ns::CLIENT).with_attr("type", "result");
+            if let Some(id) = el.attr("id") {
+                result.set_attr("id", id);
+            }
+            result.push_child(
+                Element::new("bind", ns::BIND)
+                    .with_child(Element::new("jid", ns::BIND).with_text(handle.full.as_str())),
+            );
+            s.queue(&result);
+            if s.flush().await.is_err() {
+                server.router.unbind(bare, handle.conn_id);
+                return None;
+            }
+            tracing::info!(session = %handle.full, %peer, "session bound");
+            return Some(Bound {
+                handle,
+                rx,
+                peer,
+                lang,
+            });
+        } else if is_set_iq && el.has_child("session", ns::SESSION) {
+            let mut result = Element::new("iq", ns::CLIENT).with_attr("type", "result");
+            if let Some(id) = el.attr("id") {
+                result.set_attr("id", id);
+            }
+            s.queue(&result);
+            s.flush().await.ok()?;
+        } else {
+            s.fail(
+                &StreamError::new(StreamCondition::NotAuthorized)
+                    .with_text("bind a resource first"),
+            )
+            .await;
+            return None;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions() {
+        assert!(version_ok(Some("1.0")));
+        assert!(version_ok(Some("1.1")));
+        assert!(!version_ok(Some("0.9")));
+        assert!(!version_ok(Some("2.0")));
+        assert!(!version_ok(Some("1")));
+        assert!(!version_ok(None));
+    }
+
+    #[test]
+    fn account_names_are_normalised_or_refused() {
+        assert_eq!(
+            account_jid("Alice", "localhost").unwrap(),
+            "alice@localhost"
+        );
+        assert!(account_jid("a@b", "localhost").is_err());
+        assert!(account_jid("", "localhost").is_err());
+        assert!(check_authzid(Some("alice@localhost"), "alice@localhost").is_ok());
+        assert!(check_authzid(Some("bob@localhost"), "alice@localhost").is_err());
+        assert!(check_authzid(None, "alice@localhost").is_ok());
+    }
+}
