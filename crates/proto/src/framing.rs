@@ -135,9 +135,11 @@ impl StreamParser {
     /// A parser for a new stream.
     pub fn new(limits: Limits) -> StreamParser {
         let opts = rxml::parser::Options {
-            // rxml buffers at most one token: keep that under the stanza limit so a single huge
-            // name, attribute value or text run cannot grow memory past it before we count it.
-            max_token_length: limits.max_stanza_size.max(64),
+            // rxml reserves a scratch buffer of this size while a token is read, and splits
+            // longer text into several events. 32 KiB bounds per-connection parser memory (the
+            // scratch buffer is released when idle) while text of any length up to the stanza
+            // limit still passes; only a single name or attribute value longer than this fails.
+            max_token_length: limits.max_stanza_size.clamp(64, MAX_TOKEN),
             ..Default::default()
         };
         StreamParser {
@@ -414,6 +416,9 @@ pub fn parse_element(xml: &str, limits: Limits) -> Result<Element, FramingError>
         )),
     }
 }
+
+/// Longest single token (name, attribute value, text chunk) rxml buffers.
+const MAX_TOKEN: usize = 32 * 1024;
 
 const XMLNS_NS: &str = "http://www.w3.org/2000/xmlns/";
 

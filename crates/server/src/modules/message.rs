@@ -235,7 +235,7 @@ pub async fn deliver_offline(ctx: &mut Ctx<'_>) {
             zorg_proto::Limits {
                 // Stored stanzas passed the limits when received; do not refuse them now if the
                 // operator lowered the limits since.
-                max_stanza_size: usize::MAX / 2,
+                max_stanza_size: 16 * 1024 * 1024,
                 max_depth: 256,
                 max_attributes: 1024,
             },

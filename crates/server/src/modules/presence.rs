@@ -311,6 +311,11 @@ async fn outbound_subscription(ctx: &mut Ctx<'_>, el: Element, contact: &str, ki
         ctx.reply_error(&el, StanzaError::new(StanzaCondition::InternalServerError));
         return;
     }
+    // RFC 6121 §3.2.2: unavailable presence goes out while the contact is still subscribed,
+    // before the `unsubscribed` that ends the subscription.
+    if fx.send_unavailable {
+        send_unavailable_from_all(&server, &user, contact).await;
+    }
     if fx.route {
         // RFC 6121 §3.1.2: subscription stanzas carry the user's bare JID.
         let mut out = el.clone();
@@ -320,9 +325,6 @@ async fn outbound_subscription(ctx: &mut Ctx<'_>, el: Element, contact: &str, ki
     }
     if fx.send_presence {
         send_current_from_all(&server, &user, contact).await;
-    }
-    if fx.send_unavailable {
-        send_unavailable_from_all(&server, &user, contact).await;
     }
 }
 
@@ -378,6 +380,14 @@ pub async fn inbound_subscription(
             .with_attr("from", owner)
             .with_attr("to", from);
         route_subscription(server, reply, owner, from, SubKind::Subscribed).await;
+    }
+    if fx.auto_reply_unsubscribed {
+        // RFC 6121 Appendix A.3.2: acknowledge an unsubscribe on the user's behalf.
+        let reply = Element::new("presence", ns::CLIENT)
+            .with_attr("type", "unsubscribed")
+            .with_attr("from", owner)
+            .with_attr("to", from);
+        route_subscription(server, reply, owner, from, SubKind::Unsubscribed).await;
     }
     if fx.send_presence {
         send_current_from_all(server, owner, from).await;

@@ -132,17 +132,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> XmlStream<S> {
                     Err(e) => return Err(ReadError::Framing(e)),
                 }
             }
-            // Need more bytes.
-            let start = self.rbuf.len();
-            self.rbuf.resize(start + READ_CHUNK, 0);
-            let n = match self.io.read(&mut self.rbuf[start..]).await {
+            // Need more bytes. `read_buf` appends into spare capacity and is cancel-safe: if the
+            // session's `select!` drops this future, no bytes are lost and none are invented.
+            self.rbuf.reserve(READ_CHUNK);
+            let n = match self.io.read_buf(&mut self.rbuf).await {
                 Ok(n) => n,
-                Err(e) => {
-                    self.rbuf.truncate(start);
-                    return Err(ReadError::Io(e));
-                }
+                Err(e) => return Err(ReadError::Io(e)),
             };
-            self.rbuf.truncate(start + n);
             if n == 0 {
                 return Err(ReadError::Closed);
             }

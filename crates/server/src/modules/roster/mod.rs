@@ -190,6 +190,10 @@ async fn remove(
     if let Some(ver) = server.storage.remove_roster_item(owner, &item.jid).await? {
         push(server, owner, ver, removed(&item.jid));
     }
+    // RFC 6121 §3.2.2: unavailable first, while the contact is still subscribed.
+    if item.subscription.has_from() {
+        presence::send_unavailable_from_all(server, owner, &item.jid).await;
+    }
     for (send, kind) in [
         (unsubscribe, SubKind::Unsubscribe),
         (unsubscribed, SubKind::Unsubscribed),
@@ -204,9 +208,6 @@ async fn remove(
                 presence::inbound_subscription(server, &item.jid, owner, kind, stanza).await;
             }
         }
-    }
-    if item.subscription.has_from() {
-        presence::send_unavailable_from_all(server, owner, &item.jid).await;
     }
     Ok(())
 }
