@@ -127,6 +127,8 @@ pub struct StreamParser {
     /// Bytes of the stanza under construction.
     stanza_bytes: usize,
     opened: bool,
+    /// Whether the first non-whitespace byte (which must be `<`) was seen.
+    started: bool,
     closed: bool,
     failed: Option<FramingError>,
 }
@@ -150,6 +152,7 @@ impl StreamParser {
             stack: Vec::new(),
             stanza_bytes: 0,
             opened: false,
+            started: false,
             closed: false,
             failed: None,
         }
@@ -184,6 +187,19 @@ impl StreamParser {
     }
 
     fn feed_inner(&mut self, data: &mut &[u8]) -> Result<Option<Frame>, FramingError> {
+        if !self.started {
+            // Fail fast on things that are not XML at all (an HTTP request, a TLS ClientHello on
+            // the plain port): rxml would otherwise buffer them as text before the root.
+            match data.iter().find(|b| !b" \t\r\n".contains(b)) {
+                Some(b'<') | Some(0xEF) => self.started = true,
+                Some(_) => {
+                    return Err(FramingError::NotWellFormed(
+                        "data before the stream header is not XML".into(),
+                    ));
+                }
+                None => {}
+            }
+        }
         loop {
             if self.closed {
                 // Nothing may follow the end of the stream; ignore trailing bytes.
@@ -431,6 +447,10 @@ fn classify(e: rxml::Error) -> FramingError {
     match e {
         E::RestrictedXml(what) => FramingError::Restricted(what.to_owned()),
         E::UndeclaredEntity => FramingError::Restricted("entity reference".to_owned()),
+        // `<!` that is neither a comment nor CDATA is a declaration: DOCTYPE, ENTITY, ELEMENT.
+        E::InvalidSyntax(what) if what.contains("cdata or comment") => {
+            FramingError::Restricted("document type declaration".to_owned())
+        }
         E::UndeclaredNamespacePrefix(_) | E::ReservedNamespacePrefix | E::ReservedNamespaceName => {
             bad_prefix("namespace rule")
         }
@@ -712,6 +732,26 @@ mod tests {
         assert!(parse_element("<a/><b/>", Limits::default()).is_err());
         assert!(parse_element("<a>", Limits::default()).is_err());
         assert!(parse_element("text", Limits::default()).is_err());
+    }
+
+    #[test]
+    fn non_xml_fails_fast() {
+        let (_, e) = parse_all(Limits::default(), b"GET / HTTP/1.1\r\n");
+        assert!(matches!(e, Some(FramingError::NotWellFormed(_))));
+        let (_, e) = parse_all(Limits::default(), b"\x16\x03\x01\x02\x00");
+        assert!(matches!(e, Some(FramingError::NotWellFormed(_))));
+        let (f, e) = parse_all(
+            Limits::default(),
+            b"<stream:stream xmlns:stream='http://etherx.jabber.org/streams'>",
+        );
+        assert_eq!(e, None);
+        assert_eq!(f.len(), 1);
+    }
+
+    #[test]
+    fn doctype_inside_stream_is_restricted() {
+        let e = error_of(&format!("{HEADER}<!DOCTYPE x [<!ENTITY a 'b'>]>"));
+        assert!(matches!(e, FramingError::Restricted(_)), "{e:?}");
     }
 
     #[test]

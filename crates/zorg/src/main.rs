@@ -1,1 +1,113 @@
-fn main() {}
+//! `zorg`: the Zorg XMPP server's command-line program.
+//!
+//! - `zorg serve [--config FILE]` runs the server until SIGINT or SIGTERM;
+//! - `zorg user add|del|passwd|list` manages accounts in the server's database;
+//! - `zorg config check FILE` reports every problem in a config file;
+//! - `zorg --version`.
+//!
+//! Each command's errors are written for the operator who typed it: what went wrong and what to
+//! do. Exit codes: 0 on success, 1 on any error, 2 for command-line usage errors (clap's).
+
+#![forbid(unsafe_code)]
+
+mod check;
+mod serve;
+mod settings;
+mod user;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Zorg: a federated XMPP server for healthcare chat.
+#[derive(Debug, Parser)]
+#[command(name = "zorg", version, about, propagate_version = true)]
+struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// The top-level commands.
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server until SIGINT (Ctrl-C) or SIGTERM.
+    ///
+    /// Without --config, the embedded defaults are used: domain "localhost", data in
+    /// ./zorg-data, a generated self-signed certificate, clients on 127.0.0.1:5222 (STARTTLS)
+    /// and 127.0.0.1:5223 (direct TLS).
+    Serve(ConfigArg),
+    /// Manage accounts: add, delete, change passwords, list.
+    #[command(subcommand)]
+    User(user::UserCommand),
+    /// Work with configuration files.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+/// The `--config FILE` option shared by the commands that need a configuration.
+#[derive(Debug, Clone, Args)]
+struct ConfigArg {
+    /// The configuration file (TOML; see zorg.example.toml). Without it the embedded defaults
+    /// are used, with data in ./zorg-data.
+    #[arg(short, long, value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+/// `zorg config …`.
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Report every problem in a configuration file (unknown keys, wrong types, values out of
+    /// bounds), each with its line and key path. Exits 1 if there is any.
+    Check {
+        /// The file to check.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(arg) => serve::run(arg.config.as_deref()),
+        Command::User(cmd) => user::run(cmd),
+        Command::Config(ConfigCommand::Check { file }) => check::run(&file),
+    };
+    match result {
+        Ok(code) => code,
+        Err(message) => {
+            eprintln!("zorg: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A multi-threaded tokio runtime, or an error an operator can act on.
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn config_is_accepted_after_the_subcommand() {
+        let cli = Cli::try_parse_from(["zorg", "user", "add", "a@localhost", "--config", "z.toml"])
+            .unwrap();
+        let Command::User(user::UserCommand::Add { target, .. }) = cli.command else {
+            panic!("not parsed as user add: {cli:?}");
+        };
+        assert_eq!(target.config.config, Some(PathBuf::from("z.toml")));
+    }
+}

@@ -1,0 +1,406 @@
+//! The `zorg` command line as an operator uses it: the real binary, real files, real exit codes.
+
+// A test crate: a panic is how a failure is reported.
+#![allow(clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+const ZORG: &str = env!("CARGO_BIN_EXE_zorg");
+
+/// A directory under the system temp dir, removed when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        static COUNTER: AtomicUsize = AtomicUsize::new(0);
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("zorg-cli-{name}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+
+    /// Writes a config serving `localhost` with data in `./data` next to it; returns its path.
+    fn config(&self, extra: &str) -> PathBuf {
+        let file = self.0.join("zorg.toml");
+        let text = format!(
+            "data_dir = \"data\"\n[[domain]]\nname = \"localhost\"\n\
+             [c2s]\nlisten = [\"127.0.0.1:0\"]\ndirect_tls = []\n{extra}"
+        );
+        std::fs::write(&file, text).unwrap();
+        file
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Runs zorg with `args` in `cwd`, feeding `stdin`.
+fn zorg(cwd: &Path, args: &[&str], stdin: &str) -> Output {
+    let mut child = Command::new(ZORG)
+        .args(args)
+        .current_dir(cwd)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    // The process may exit without reading (e.g. on a refused JID): ignore a broken pipe.
+    let _ = input.write_all(stdin.as_bytes());
+    drop(input);
+    child.wait_with_output().unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn version_is_printed() {
+    let dir = TempDir::new("version");
+    let out = zorg(dir.path(), &["--version"], "");
+    assert!(out.status.success());
+    assert_eq!(stdout(&out).trim(), "zorg 0.1.0");
+}
+
+#[test]
+fn the_example_config_is_ok() {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../zorg.example.toml");
+    let dir = TempDir::new("check-ok");
+    let out = zorg(
+        dir.path(),
+        &["config", "check", example.to_str().unwrap()],
+        "",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).trim_end().ends_with(": OK"),
+        "{}",
+        stdout(&out)
+    );
+}
+
+#[test]
+fn a_bad_config_has_every_problem_reported_with_its_line() {
+    let dir = TempDir::new("check-bad");
+    let file = dir.path().join("bad.toml");
+    std::fs::write(
+        &file,
+        "data_dir = \"data\"\n\
+         [[domain]]\n\
+         name = \"localhost\"\n\
+         [c2s]\n\
+         lisen = [\"127.0.0.1:5222\"]\n\
+         [limits]\n\
+         max_stanza_size = 10\n",
+    )
+    .unwrap();
+    let out = zorg(dir.path(), &["config", "check", "bad.toml"], "");
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("bad.toml:5: c2s.lisen:"), "{err}");
+    assert!(err.contains("bad.toml:7: limits.max_stanza_size:"), "{err}");
+    assert!(err.contains("between 4096"), "{err}");
+}
+
+#[test]
+fn a_missing_config_file_is_named() {
+    let dir = TempDir::new("check-missing");
+    let out = zorg(dir.path(), &["config", "check", "nope.toml"], "");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("nope.toml"), "{}", stderr(&out));
+}
+
+#[test]
+fn an_account_lives_and_dies() {
+    let dir = TempDir::new("user");
+    let config = dir.config("");
+    let config = config.to_str().unwrap();
+    let cwd = dir.path();
+
+    // alice is added; the JID is normalised.
+    let out = zorg(
+        cwd,
+        &[
+            "user",
+            "add",
+            "Alice@LocalHost",
+            "--config",
+            config,
+            "--password-stdin",
+        ],
+        "s3cret\n",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("alice@localhost"));
+    assert!(dir.path().join("data/zorg.db").exists());
+
+    // bob is added, without a trailing newline on stdin.
+    let out = zorg(
+        cwd,
+        &[
+            "user",
+            "add",
+            "bob@localhost",
+            "-c",
+            config,
+            "--password-stdin",
+        ],
+        "hunter2",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let out = zorg(cwd, &["user", "list", "--config", config], "");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "alice@localhost\nbob@localhost\n");
+    let out = zorg(cwd, &["user", "list", "localhost", "--config", config], "");
+    assert_eq!(stdout(&out), "alice@localhost\nbob@localhost\n");
+
+    // Adding alice again fails and says what to do instead.
+    let out = zorg(
+        cwd,
+        &[
+            "user",
+            "add",
+            "alice@localhost",
+            "--config",
+            config,
+            "--password-stdin",
+        ],
+        "other\n",
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("already exists"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("zorg user passwd"),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = zorg(
+        cwd,
+        &[
+            "user",
+            "passwd",
+            "alice@localhost",
+            "--config",
+            config,
+            "--password-stdin",
+        ],
+        "n3w\n",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // An empty password is refused.
+    let out = zorg(
+        cwd,
+        &[
+            "user",
+            "passwd",
+            "alice@localhost",
+            "--config",
+            config,
+            "--password-stdin",
+        ],
+        "\n",
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("empty"), "{}", stderr(&out));
+
+    for jid in ["alice@localhost", "bob@localhost"] {
+        let out = zorg(cwd, &["user", "del", jid, "--config", config], "");
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert!(stdout(&out).contains(&format!("deleted account {jid}")));
+    }
+    let out = zorg(cwd, &["user", "list", "--config", config], "");
+    assert!(out.status.success());
+    assert_eq!(stdout(&out), "");
+
+    // Deleting or changing what does not exist fails.
+    let out = zorg(
+        cwd,
+        &["user", "del", "alice@localhost", "--config", config],
+        "",
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("no account alice@localhost"));
+    let out = zorg(
+        cwd,
+        &[
+            "user",
+            "passwd",
+            "alice@localhost",
+            "--config",
+            config,
+            "--password-stdin",
+        ],
+        "x\n",
+    );
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn accounts_outside_the_served_domains_are_refused() {
+    let dir = TempDir::new("domain");
+    let config = dir.config("");
+    let config = config.to_str().unwrap();
+    for jid in ["alice@example.org", "localhost", "alice@localhost/phone"] {
+        let out = zorg(
+            dir.path(),
+            &["user", "add", jid, "--config", config, "--password-stdin"],
+            "pw\n",
+        );
+        assert_eq!(out.status.code(), Some(1), "{jid}");
+        assert!(!stderr(&out).is_empty(), "{jid}");
+    }
+    let out = zorg(
+        dir.path(),
+        &[
+            "user",
+            "add",
+            "alice@example.org",
+            "--config",
+            config,
+            "--password-stdin",
+        ],
+        "pw\n",
+    );
+    assert!(stderr(&out).contains("does not host"), "{}", stderr(&out));
+    assert!(!dir.path().join("data/zorg.db").exists());
+}
+
+#[test]
+fn without_a_terminal_the_password_must_come_from_stdin() {
+    let dir = TempDir::new("notty");
+    let config = dir.config("");
+    let out = zorg(
+        dir.path(),
+        &[
+            "user",
+            "add",
+            "alice@localhost",
+            "--config",
+            config.to_str().unwrap(),
+        ],
+        "pw\npw\n",
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("--password-stdin"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn without_config_the_data_dir_is_zorg_data_in_the_working_directory() {
+    let dir = TempDir::new("default");
+    let out = zorg(
+        dir.path(),
+        &["user", "add", "alice@localhost", "--password-stdin"],
+        "pw\n",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(dir.path().join("zorg-data/zorg.db").exists());
+    let out = zorg(dir.path(), &["user", "list"], "");
+    assert_eq!(stdout(&out), "alice@localhost\n");
+}
+
+#[test]
+fn serve_prints_the_fingerprint_and_stops_cleanly_on_sigterm() {
+    let dir = TempDir::new("serve");
+    let config = dir.config("[log]\nformat = \"json\"\n");
+    let mut child = Command::new(ZORG)
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .current_dir(dir.path())
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut banner = String::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        banner.push_str(&line);
+        banner.push('\n');
+        if line.starts_with("Stop with") {
+            break;
+        }
+    }
+    assert!(banner.contains("Domain localhost"), "{banner}");
+    assert!(
+        banner.contains("generated a self-signed certificate"),
+        "{banner}"
+    );
+    assert!(banner.contains("SHA-256 fingerprint: "), "{banner}");
+    assert!(
+        banner.contains("Clients (STARTTLS): 127.0.0.1:"),
+        "{banner}"
+    );
+    assert!(banner.contains("zorg user add alice@localhost"), "{banner}");
+    assert!(dir.path().join("data/certs/localhost.crt").exists());
+
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "zorg did not stop after SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut logs = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut logs).unwrap();
+    assert_eq!(status.code(), Some(0), "{logs}");
+    // JSON logs, one object per line, saying that it shut down.
+    assert!(logs.lines().all(|l| l.starts_with('{')), "{logs}");
+    assert!(logs.contains("shutdown complete"), "{logs}");
+
+    // A config file that does not exist is an error, not a reason to use the defaults.
+    let out = zorg(
+        dir.path(),
+        &["serve", "--config", "/nonexistent/zorg.toml"],
+        "",
+    );
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn serve_reports_a_start_error_and_exits_1() {
+    let dir = TempDir::new("serve-err");
+    // The data directory is a file: nothing can be created in it.
+    let config = dir.config("");
+    std::fs::write(dir.path().join("data"), "not a directory").unwrap();
+    let out = zorg(
+        dir.path(),
+        &["serve", "--config", config.to_str().unwrap()],
+        "",
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("cannot start the server"), "{err}");
+    assert!(err.contains("data"), "{err}");
+}
