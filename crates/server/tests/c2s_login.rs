@@ -257,3 +257,23 @@ async fn stanza_before_starttls_is_refused() {
     c.expect_stream_error("policy-violation").await;
     t.stop().await;
 }
+
+#[tokio::test]
+async fn repeated_failures_are_rate_limited_per_address() {
+    let t = TestServer::start_with(|c| c.limits.login_failures_per_ip = 3).await;
+    t.add_user("alice@localhost", "secret").await;
+    for user in ["u1", "u2", "u3"] {
+        let mut c = Client::connect_starttls(t.starttls, "localhost").await;
+        assert_eq!(
+            c.auth_scram(user, "guess", Scram::Sha256, None).await,
+            Err("not-authorized".into())
+        );
+    }
+    // This address has used its allowance: even a good login must wait.
+    let mut c = Client::connect_starttls(t.starttls, "localhost").await;
+    assert_eq!(
+        c.auth_scram("alice", "secret", Scram::Sha256, None).await,
+        Err("temporary-auth-failure".into())
+    );
+    t.stop().await;
+}

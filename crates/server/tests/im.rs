@@ -502,3 +502,50 @@ async fn iq_between_clients_and_server_ping_of_idle_client() {
     assert_eq!(r.attr("type"), Some("result"));
     t.stop().await;
 }
+
+#[tokio::test]
+async fn directed_presence_and_unavailable_on_disconnect() {
+    let t = TestServer::start().await;
+    users(&t).await;
+    let mut alice = t.login("alice", "a").await;
+    let mut carol = t.login("carol", "c").await;
+    alice.available().await;
+    carol.available().await;
+    // Alice has no subscription with Carol; directed presence reaches her anyway…
+    alice
+        .send("<presence to='carol@localhost/c'><status>on call</status></presence>")
+        .await;
+    let p = carol
+        .expect("directed", is_presence_from("alice@localhost/a"))
+        .await;
+    assert_eq!(p.get_child("status", ns::CLIENT).unwrap().text(), "on call");
+    // …and when Alice's connection drops, Carol is told she is gone.
+    drop(alice);
+    let p = carol
+        .expect("unavailable", is_presence_from("alice@localhost/a"))
+        .await;
+    assert_eq!(p.attr("type"), Some("unavailable"));
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn whitespace_keepalive_is_sent_when_quiet() {
+    let t = TestServer::start_with(|c| {
+        c.c2s.whitespace_keepalive = zorg_server::config::DurationStr::from_secs(1);
+    })
+    .await;
+    users(&t).await;
+    let mut alice = t.login("alice", "a").await;
+    let mut buf = [0u8; 16];
+    use tokio::io::AsyncReadExt;
+    let n = tokio::time::timeout(std::time::Duration::from_secs(3), alice.io.read(&mut buf))
+        .await
+        .expect("a keepalive within 3 s")
+        .unwrap();
+    assert!(
+        n > 0 && buf[..n].iter().all(|b| *b == b' '),
+        "{:?}",
+        &buf[..n]
+    );
+    t.stop().await;
+}
