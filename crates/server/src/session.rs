@@ -21,6 +21,9 @@ use crate::server::Server;
 use crate::storage::OfflineStore;
 use crate::stream::io::{ReadError, XmlStream};
 
+/// Quiet time after which a session's buffers are freed.
+const RELEASE_AFTER: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// What negotiation hands to the session.
 pub struct Bound {
     /// The router's view of this session.
@@ -135,6 +138,10 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     let mut shutdown = server.shutdown.clone();
     let mut to_self = Vec::new();
     let mut after = Vec::new();
+    // Buffers are released once a session has been quiet for a moment, so that thousands of
+    // idle sessions hold no read or write buffers (and busy ones do not reallocate per stanza).
+    let mut last_activity = Instant::now();
+    let mut released = false;
     let end = loop {
         let idle_at = match &sess.pending_ping {
             Some((_, sent)) => *sent + ping_timeout,
@@ -192,8 +199,17 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
             _ = tokio::time::sleep_until(keepalive_at), if !keepalive.is_zero() => {
                 s.queue_raw(b" ");
             },
+            _ = tokio::time::sleep_until(last_activity + RELEASE_AFTER), if !released => {
+                if rx.is_empty() {
+                    s.release();
+                    released = true;
+                }
+                continue;
+            },
             _ = shutdown.changed() => end = Some(End::Error(StreamError::new(StreamCondition::SystemShutdown))),
         }
+        last_activity = Instant::now();
+        released = false;
         if s.has_pending_writes() {
             if s.flush().await.is_err() {
                 break End::Gone;
@@ -214,9 +230,6 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
         }
         if let Some(e) = end {
             break e;
-        }
-        if rx.is_empty() {
-            s.release();
         }
     };
     match &end {

@@ -1,4 +1,5 @@
 //! Stream negotiation: STARTTLS, direct TLS, every SASL mechanism, binding.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure report
 
 mod common;
 

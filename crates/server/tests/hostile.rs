@@ -1,4 +1,5 @@
 //! Hostile input: every bad stream gets the RFC 6120 stream error and closes only itself.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure report
 
 mod common;
 

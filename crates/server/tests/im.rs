@@ -1,5 +1,6 @@
 //! RFC 6121 between two accounts: roster, subscription handshake, presence, messages to bare,
 //! full and offline JIDs, strangers, blocking.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure report
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! XEP-0077 in-band registration (off by default, rate-limited when on), password change and
 //! account removal.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure report
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! Durability of the real binary: a message accepted for an offline account survives
 //! `kill -9`, and SIGTERM closes every stream with `<system-shutdown/>`.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure report
 
 #[path = "../../server/tests/common/mod.rs"]
 mod common;
@@ -16,7 +17,11 @@ use zorg_proto::ns;
 const ZORG: &str = env!("CARGO_BIN_EXE_zorg");
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn write_config(dir: &Path) -> (std::path::PathBuf, u16) {
@@ -46,7 +51,7 @@ fn add_user(cfg: &Path, jid: &str) {
 }
 
 async fn serve(cfg: &Path, port: u16) -> Child {
-    let child = Command::new(ZORG)
+    let mut child = Command::new(ZORG)
         .args(["serve", "--config"])
         .arg(cfg)
         .stdout(Stdio::null())
@@ -54,17 +59,25 @@ async fn serve(cfg: &Path, port: u16) -> Child {
         .spawn()
         .unwrap();
     for _ in 0..100 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
             return child;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let _ = child.kill();
+    let _ = child.wait();
     panic!("server did not start listening");
 }
 
 async fn login(port: u16, user: &str, res: &str) -> Client {
-    let mut c = Client::connect_starttls(format!("127.0.0.1:{port}").parse().unwrap(), "localhost").await;
-    c.auth_scram(user, "pass", Scram::Sha256, None).await.unwrap();
+    let mut c =
+        Client::connect_starttls(format!("127.0.0.1:{port}").parse().unwrap(), "localhost").await;
+    c.auth_scram(user, "pass", Scram::Sha256, None)
+        .await
+        .unwrap();
     c.bind(Some(res)).await;
     c
 }
@@ -79,11 +92,20 @@ async fn offline_messages_survive_kill_9() {
 
     let mut alice = login(port, "alice", "a").await;
     for i in 0..20 {
-        alice.send(&format!("<message to='bob@localhost' type='chat' id='k{i}'><body>dose {i}</body></message>")).await;
+        alice
+            .send(&format!(
+                "<message to='bob@localhost' type='chat' id='k{i}'><body>dose {i}</body></message>"
+            ))
+            .await;
     }
     // The session handles stanzas in order and stores each offline message before the next:
     // the ping's answer means all 20 were accepted and are on disk.
-    let r = alice.iq("<iq type='get' id='sync' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>", "sync").await;
+    let r = alice
+        .iq(
+            "<iq type='get' id='sync' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>",
+            "sync",
+        )
+        .await;
     assert_eq!(r.attr("type"), Some("result"));
 
     server.kill().unwrap(); // SIGKILL
@@ -94,9 +116,18 @@ async fn offline_messages_survive_kill_9() {
     let mut bob = login(port, "bob", "b").await;
     bob.send("<presence/>").await;
     for i in 0..20 {
-        let m = bob.expect("offline message", |e| e.name() == "message").await;
-        assert_eq!(m.attr("id"), Some(format!("k{i}").as_str()), "in order, none lost");
-        assert_eq!(m.get_child("body", ns::CLIENT).unwrap().text(), format!("dose {i}"));
+        let m = bob
+            .expect("offline message", |e| e.name() == "message")
+            .await;
+        assert_eq!(
+            m.attr("id"),
+            Some(format!("k{i}").as_str()),
+            "in order, none lost"
+        );
+        assert_eq!(
+            m.get_child("body", ns::CLIENT).unwrap().text(),
+            format!("dose {i}")
+        );
     }
     server.kill().unwrap();
     server.wait().unwrap();
@@ -111,7 +142,10 @@ async fn sigterm_sends_system_shutdown_and_exits_cleanly() {
     let mut server = serve(&cfg, port).await;
     let mut alice = login(port, "alice", "a").await;
     alice.send("<presence/>").await;
-    let status = Command::new("kill").args(["-TERM", &server.id().to_string()]).status().unwrap();
+    let status = Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status()
+        .unwrap();
     assert!(status.success());
     alice.expect_stream_error("system-shutdown").await;
     let mut waited = 0;

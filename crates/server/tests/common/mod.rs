@@ -2,7 +2,12 @@
 //!
 //! Tests read like transcripts: start a server on 127.0.0.1:0, log clients in, send XML, and
 //! expect stanzas. Every wait is bounded.
-#![allow(dead_code)]
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::field_reassign_with_default
+)]
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
