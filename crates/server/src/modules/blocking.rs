@@ -6,7 +6,7 @@ use std::sync::Arc;
 use zorg_proto::jid::Jid;
 use zorg_proto::{Element, ErrorType, StanzaCondition, StanzaError, ns};
 
-use crate::modules::{iq_result, presence};
+use crate::modules::{iq_result, presence, push_to_interested};
 use crate::server::Server;
 use crate::session::Ctx;
 use crate::storage::BlocklistStore;
@@ -85,17 +85,7 @@ fn push(server: &Arc<Server>, owner: &str, name: &str, items: &[String]) {
     for i in items {
         payload.push_child(Element::new("item", ns::BLOCKING).with_attr("jid", i.as_str()));
     }
-    for h in server.router.sessions(owner) {
-        if !h.state.is_interested() {
-            continue;
-        }
-        let iq = Element::new("iq", ns::CLIENT)
-            .with_attr("type", "set")
-            .with_attr("id", format!("push-{}", &crate::storage::new_id()[..8]))
-            .with_attr("to", h.full.as_str())
-            .with_child(payload.clone());
-        let _ = server.router.deliver(&h, iq);
-    }
+    push_to_interested(server, owner, &payload);
 }
 
 /// Blocklist get (`<blocklist/>`), `<block/>` and `<unblock/>`.

@@ -82,6 +82,21 @@ pub fn iq_result(iq: &Element, payload: Option<Element>) -> Element {
     r
 }
 
+/// Sends `payload` in an IQ set to every interested resource of `owner` (roster pushes,
+/// RFC 6121 §2.1.6; blocklist pushes, XEP-0191 §3.2). Replies from clients are not awaited.
+pub fn push_to_interested(server: &crate::server::Server, owner: &str, payload: &Element) {
+    for h in server.router.sessions(owner) {
+        if h.state.is_interested() {
+            let iq = Element::new("iq", ns::CLIENT)
+                .with_attr("type", "set")
+                .with_attr("id", format!("push-{}", &crate::storage::new_id()[..8]))
+                .with_attr("to", h.full.as_str())
+                .with_child(payload.clone());
+            let _ = server.router.deliver(&h, iq);
+        }
+    }
+}
+
 /// Handles an IQ from the client of `ctx` (RFC 6120 §8.2.3, RFC 6121 §8.5).
 pub async fn iq_from_client(ctx: &mut Ctx<'_>, el: Element, to: Option<Jid>) {
     let ty = el.attr("type").unwrap_or("");

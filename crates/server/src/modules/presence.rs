@@ -374,20 +374,19 @@ pub async fn inbound_subscription(
     if fx.deliver {
         deliver(server, stanza, owner, None).await;
     }
-    if fx.auto_reply_subscribed {
-        let reply = Element::new("presence", ns::CLIENT)
-            .with_attr("type", "subscribed")
-            .with_attr("from", owner)
-            .with_attr("to", from);
-        route_subscription(server, reply, owner, from, SubKind::Subscribed).await;
-    }
-    if fx.auto_reply_unsubscribed {
-        // RFC 6121 Appendix A.3.2: acknowledge an unsubscribe on the user's behalf.
-        let reply = Element::new("presence", ns::CLIENT)
-            .with_attr("type", "unsubscribed")
-            .with_attr("from", owner)
-            .with_attr("to", from);
-        route_subscription(server, reply, owner, from, SubKind::Unsubscribed).await;
+    // RFC 6121 §3.1.3 (pre-approved or already subscribed) and Appendix A.3.2: answer on the
+    // user's behalf.
+    for (reply, kind) in [
+        (fx.auto_reply_subscribed, SubKind::Subscribed),
+        (fx.auto_reply_unsubscribed, SubKind::Unsubscribed),
+    ] {
+        if reply {
+            let stanza = Element::new("presence", ns::CLIENT)
+                .with_attr("type", kind.as_str())
+                .with_attr("from", owner)
+                .with_attr("to", from);
+            route_subscription(server, stanza, owner, from, kind).await;
+        }
     }
     if fx.send_presence {
         send_current_from_all(server, owner, from).await;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use zorg_proto::jid::Jid;
 use zorg_proto::{Element, StanzaCondition, StanzaError, ns};
 
-use crate::modules::{iq_result, presence};
+use crate::modules::{iq_result, presence, push_to_interested};
 use crate::server::Server;
 use crate::session::Ctx;
 use crate::storage::{RosterItem, RosterStore, StorageError};
@@ -44,16 +44,7 @@ pub fn push(server: &Arc<Server>, owner: &str, ver: u64, item: Element) {
     let query = Element::new("query", ns::ROSTER)
         .with_attr("ver", ver.to_string())
         .with_child(item);
-    for h in server.router.sessions(owner) {
-        if h.state.is_interested() {
-            let iq = Element::new("iq", ns::CLIENT)
-                .with_attr("type", "set")
-                .with_attr("id", format!("push-{}", &crate::storage::new_id()[..8]))
-                .with_attr("to", h.full.as_str())
-                .with_child(query.clone());
-            let _ = server.router.deliver(&h, iq);
-        }
-    }
+    push_to_interested(server, owner, &query);
 }
 
 /// Stores the result of a subscription transition and pushes what the user sees.
