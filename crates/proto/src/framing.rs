@@ -188,16 +188,20 @@ impl StreamParser {
 
     fn feed_inner(&mut self, data: &mut &[u8]) -> Result<Option<Frame>, FramingError> {
         if !self.started {
+            // Whitespace before the header is skipped here: rxml refuses it, but clients send
+            // a newline after `</auth>` or `<starttls/>` before the restarted stream's header.
+            let skip = data.iter().take_while(|b| b" \t\r\n".contains(b)).count();
+            *data = &data[skip..];
             // Fail fast on things that are not XML at all (an HTTP request, a TLS ClientHello on
             // the plain port): rxml would otherwise buffer them as text before the root.
-            match data.iter().find(|b| !b" \t\r\n".contains(b)) {
+            match data.first() {
                 Some(b'<') | Some(0xEF) => self.started = true,
                 Some(_) => {
                     return Err(FramingError::NotWellFormed(
                         "data before the stream header is not XML".into(),
                     ));
                 }
-                None => {}
+                None => return Ok(None),
             }
         }
         loop {

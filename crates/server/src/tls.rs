@@ -180,8 +180,28 @@ fn generate_self_signed(domain: &str, dir: &Path, cert: &Path, key: &Path) -> Re
         domain: domain.to_owned(),
         why,
     };
-    let names = vec![domain.to_owned()];
-    let ck = rcgen::generate_simple_self_signed(names).map_err(|e| gen_err(e.to_string()))?;
+    let mut params = rcgen::CertificateParams::new(vec![domain.to_owned()])
+        .map_err(|e| gen_err(e.to_string()))?;
+    // Clients show the subject to the user: name the domain, and say what the certificate is.
+    let mut dn = rcgen::DistinguishedName::new();
+    dn.push(rcgen::DnType::CommonName, domain);
+    dn.push(
+        rcgen::DnType::OrganizationName,
+        "Zorg self-signed (replace for production)",
+    );
+    params.distinguished_name = dn;
+    params.extended_key_usages = vec![
+        rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+        rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    let key_pair = rcgen::KeyPair::generate().map_err(|e| gen_err(e.to_string()))?;
+    let issued = params
+        .self_signed(&key_pair)
+        .map_err(|e| gen_err(e.to_string()))?;
+    let ck = rcgen::CertifiedKey {
+        cert: issued,
+        signing_key: key_pair,
+    };
     std::fs::create_dir_all(dir).map_err(|e| file_err(dir, e))?;
     write_private(key, ck.signing_key.serialize_pem().as_bytes())?;
     std::fs::write(cert, ck.cert.pem()).map_err(|e| file_err(cert, e))?;

@@ -2,7 +2,7 @@
 //! where it listens and how to use it, and stop it cleanly on SIGINT or SIGTERM.
 
 use std::fmt::Write as _;
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write as _};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::ExitCode;
@@ -32,7 +32,11 @@ async fn serve(config: Config, config_path: Option<&Path>) -> Result<ExitCode, S
     let running = server::start(config)
         .await
         .map_err(|e| format!("cannot start the server: {e}"))?;
-    print!("{}", banner(&running, &data_dir, config_path));
+    // Not print!: a closed stdout (`zorg serve | head -3`) must not bring the server down.
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout.write_all(banner(&running, &data_dir, config_path).as_bytes());
+    let _ = stdout.flush();
+    drop(stdout);
     tracing::info!(
         c2s = ?running.c2s_addrs,
         direct_tls = ?running.direct_tls_addrs,
@@ -93,6 +97,12 @@ fn banner(running: &RunningServer, data_dir: &Path, config_path: Option<&Path>) 
         };
         let _ = writeln!(out, "  certificate: {}{origin}", cert.certificate.display());
         let _ = writeln!(out, "  SHA-256 fingerprint: {}", cert.fingerprint);
+        if let Some(sha1) = sha1_fingerprint(&cert.certificate) {
+            let _ = writeln!(
+                out,
+                "  SHA-1 fingerprint:   {sha1}   (some clients, e.g. profanity, show only this)"
+            );
+        }
     }
     for addr in &running.c2s_addrs {
         let _ = writeln!(out, "Clients (STARTTLS): {addr}");
@@ -126,6 +136,27 @@ fn banner(running: &RunningServer, data_dir: &Path, config_path: Option<&Path>) 
     );
     let _ = writeln!(out, "Stop with Ctrl-C or SIGTERM.");
     out
+}
+
+/// The SHA-1 fingerprint of the first certificate in a PEM file, as `AB:CD:…`. SHA-1 is no
+/// longer fit for signatures, but profanity and other clients still show only this fingerprint
+/// when they ask whether to trust a certificate, and an operator must be able to compare.
+fn sha1_fingerprint(pem: &Path) -> Option<String> {
+    use aws_lc_rs::digest;
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    let der = CertificateDer::pem_file_iter(pem).ok()?.next()?.ok()?;
+    let hash = digest::digest(&digest::SHA1_FOR_LEGACY_USE_ONLY, der.as_ref());
+    Some(colon_hex(hash.as_ref()))
+}
+
+/// Bytes as upper-case hex pairs joined by colons, the way certificate fingerprints are shown.
+fn colon_hex(bytes: &[u8]) -> String {
+    bytes
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 /// An address as a client should dial it: a wildcard listener is reached on any of the
@@ -181,6 +212,12 @@ impl Signals {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fingerprints_are_colon_separated_upper_case_hex() {
+        assert_eq!(colon_hex(&[0x9f, 0x63, 0x05]), "9F:63:05");
+        assert_eq!(sha1_fingerprint(Path::new("/nonexistent.crt")), None);
+    }
 
     #[test]
     fn wildcard_addresses_are_described() {

@@ -5,7 +5,7 @@
 //! machine could read them in the process list. Only SCRAM credentials (salt, iteration count,
 //! StoredKey, ServerKey) are stored, for SHA-1 and SHA-256.
 
-use std::io::{BufRead, IsTerminal};
+use std::io::{BufRead, IsTerminal, Write};
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
@@ -142,9 +142,14 @@ pub fn run(cmd: UserCommand) -> Result<ExitCode, String> {
             let db = rt.block_on(open(&config, false))?;
             let accounts = rt.block_on(db.list_accounts(domain.as_deref()));
             rt.block_on(db.close());
+            let mut out = std::io::stdout().lock();
             for jid in accounts.map_err(db_err)? {
-                println!("{jid}");
+                // A reader that went away (`zorg user list | head`) is not an error.
+                if writeln!(out, "{jid}").is_err() {
+                    break;
+                }
             }
+            let _ = out.flush();
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -352,6 +352,7 @@ fn serve_prints_the_fingerprint_and_stops_cleanly_on_sigterm() {
         "{banner}"
     );
     assert!(banner.contains("SHA-256 fingerprint: "), "{banner}");
+    assert!(banner.contains("SHA-1 fingerprint: "), "{banner}");
     assert!(
         banner.contains("Clients (STARTTLS): 127.0.0.1:"),
         "{banner}"

@@ -199,7 +199,8 @@ impl C2sConfig {
             .map(|(i, a)| ("listen", i, a));
         let direct_tls = self.direct_tls.iter().enumerate();
         for (key, i, addr) in listen.chain(direct_tls.map(|(i, a)| ("direct_tls", i, a))) {
-            if !seen.insert(*addr) {
+            // Port 0 asks the system for any free port, so two of them never clash.
+            if addr.port() != 0 && !seen.insert(*addr) {
                 let message =
                     format!("{addr} is listed twice in `listen`/`direct_tls`; remove one");
                 c.push(&format!("{key}[{i}]"), message);

@@ -105,9 +105,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> XmlStream<S> {
     }
 
     /// Gives back the I/O object for a TLS upgrade. Fails if the peer pipelined data after
-    /// `<starttls/>` (RFC 6120 §5.4.3.3 forbids it, and it would be read in the clear).
+    /// `<starttls/>` (RFC 6120 §5.4.3.3 forbids it, and it would be read in the clear);
+    /// whitespace (go-xmpp sends a newline after each element) is dropped.
     pub fn into_inner(self) -> Result<S, S> {
-        if self.rbuf.len() > self.rstart {
+        if self.rbuf[self.rstart..]
+            .iter()
+            .any(|b| !b" \t\r\n".contains(b))
+        {
             Err(self.io)
         } else {
             Ok(self.io)
@@ -253,6 +257,48 @@ mod tests {
         );
         tokio::time::advance(Duration::from_secs(2)).await;
         assert_eq!(r.take(400), Duration::ZERO);
+    }
+
+    #[tokio::test]
+    async fn whitespace_around_restarts_is_tolerated() {
+        let (client, server) = tokio::io::duplex(1024);
+        let mut s = XmlStream::new(server, Limits::default(), 1 << 20);
+        let mut c = client;
+        c.write_all(b"<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'><auth/>\n").await.unwrap();
+        assert!(matches!(
+            s.next_frame().await.unwrap(),
+            Frame::StreamOpen(_)
+        ));
+        assert!(matches!(s.next_frame().await.unwrap(), Frame::Stanza(_)));
+        s.restart();
+        c.write_all(b"\n<?xml version='1.0'?>\n<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'><x/>").await.unwrap();
+        assert!(matches!(
+            s.next_frame().await.unwrap(),
+            Frame::StreamOpen(_)
+        ));
+        assert!(matches!(s.next_frame().await.unwrap(), Frame::Stanza(e) if e.name() == "x"));
+    }
+
+    #[tokio::test]
+    async fn into_inner_allows_trailing_whitespace_only() {
+        let (client, server) = tokio::io::duplex(1024);
+        let mut c = client;
+        let mut s = XmlStream::new(server, Limits::default(), 1 << 20);
+        c.write_all(b"<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'><starttls/>\n").await.unwrap();
+        s.next_frame().await.unwrap();
+        s.next_frame().await.unwrap();
+        assert!(s.into_inner().is_ok());
+        let (client, server) = tokio::io::duplex(1024);
+        let mut c2 = client;
+        let mut s = XmlStream::new(server, Limits::default(), 1 << 20);
+        c2.write_all(b"<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'><starttls/><auth/>").await.unwrap();
+        s.next_frame().await.unwrap();
+        s.next_frame().await.unwrap();
+        assert!(
+            s.into_inner().is_err(),
+            "pipelined data after starttls is refused"
+        );
+        drop(c);
     }
 
     #[tokio::test]
