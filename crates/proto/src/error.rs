@@ -256,9 +256,9 @@ impl StanzaError {
 
     /// The error reply to `stanza` (RFC 6120 §8.3.1): same name and id, `to` and `from`
     /// swapped, `type='error'`. `None` when `stanza` is itself an error: errors are never
-    /// answered with errors. `from_if_missing` is used as `from` when the stanza had no `to`
-    /// (it was addressed to the sender's own account or server).
-    pub fn reply_to(&self, stanza: &Element, from_if_missing: &str) -> Option<Element> {
+    /// answered with errors. A stanza without `to` was addressed to the sender's own account,
+    /// so the reply has no `from` either (RFC 6120 §8.1.2.1), as clients expect.
+    pub fn reply_to(&self, stanza: &Element) -> Option<Element> {
         if stanza.attr("type") == Some("error") {
             return None;
         }
@@ -269,7 +269,9 @@ impl StanzaError {
         if let Some(from) = stanza.attr("from") {
             r.set_attr("to", from);
         }
-        r.set_attr("from", stanza.attr("to").unwrap_or(from_if_missing));
+        if let Some(to) = stanza.attr("to") {
+            r.set_attr("from", to);
+        }
         // Echo an IQ's payload (RFC 6120 §8.3.1 permits it, clients use it to match the request);
         // for messages and presence keep it small: no body is echoed back.
         if stanza.name() == "iq" {
@@ -402,7 +404,7 @@ mod tests {
             .with_attr("type", "get")
             .with_child(Element::new("query", "urn:q"));
         let r = StanzaError::new(StanzaCondition::ServiceUnavailable)
-            .reply_to(&iq, "b")
+            .reply_to(&iq)
             .unwrap();
         assert_eq!(
             r.to_xml(ns::CLIENT),
@@ -413,7 +415,7 @@ mod tests {
         let err = r;
         assert!(
             StanzaError::new(StanzaCondition::BadRequest)
-                .reply_to(&err, "b")
+                .reply_to(&err)
                 .is_none()
         );
     }
@@ -426,7 +428,7 @@ mod tests {
             .with_child(Element::new("body", ns::CLIENT).with_text("secret"));
         let r = StanzaError::new(StanzaCondition::ServiceUnavailable)
             .with_text("blocked")
-            .reply_to(&m, "b")
+            .reply_to(&m)
             .unwrap();
         assert!(!r.to_xml(ns::CLIENT).contains("secret"));
         assert!(r.to_xml(ns::CLIENT).contains("<text xmlns="));

@@ -95,8 +95,7 @@ impl Ctx<'_> {
 
     /// Queues an error reply to `stanza` for this client.
     pub fn reply_error(&mut self, stanza: &Element, err: StanzaError) {
-        let from = self.domain().to_owned();
-        if let Some(r) = err.reply_to(stanza, &from) {
+        if let Some(r) = err.reply_to(stanza) {
             self.to_self.push(r);
         }
     }

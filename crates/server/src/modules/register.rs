@@ -16,9 +16,8 @@ use crate::server::Server;
 use crate::session::Ctx;
 use crate::storage::{AccountStore, ScramHash, ScramRecord, StorageError};
 
-fn error_reply(el: &Element, domain: &str, e: StanzaError) -> Element {
-    e.reply_to(el, domain)
-        .unwrap_or_else(|| iq_result(el, None))
+fn error_reply(el: &Element, e: StanzaError) -> Element {
+    e.reply_to(el).unwrap_or_else(|| iq_result(el, None))
 }
 
 fn field(q: &Element, name: &str) -> Option<String> {
@@ -52,14 +51,10 @@ pub async fn handle_pre_auth(
     el: &Element,
 ) -> Element {
     if !server.config.registration.enabled {
-        return error_reply(
-            el,
-            domain,
-            StanzaError::new(StanzaCondition::ServiceUnavailable),
-        );
+        return error_reply(el, StanzaError::new(StanzaCondition::ServiceUnavailable));
     }
     let Some(q) = el.get_child("query", ns::REGISTER) else {
-        return error_reply(el, domain, StanzaError::new(StanzaCondition::BadRequest));
+        return error_reply(el, StanzaError::new(StanzaCondition::BadRequest));
     };
     match el.attr("type") {
         Some("get") => {
@@ -76,7 +71,6 @@ pub async fn handle_pre_auth(
             if server.registrations_by_ip.is_over(&ip) {
                 return error_reply(
                     el,
-                    domain,
                     StanzaError::new(StanzaCondition::ResourceConstraint)
                         .with_type(ErrorType::Wait)
                         .with_text("too many registrations from your address; try again later"),
@@ -86,7 +80,6 @@ pub async fn handle_pre_auth(
             let (Some(user), Some(pw)) = (field(q, "username"), field(q, "password")) else {
                 return error_reply(
                     el,
-                    domain,
                     StanzaError::new(StanzaCondition::NotAcceptable)
                         .with_text("username and password are required"),
                 );
@@ -94,7 +87,6 @@ pub async fn handle_pre_auth(
             let Ok(bare) = jid::BareJid::new(&format!("{user}@{domain}")) else {
                 return error_reply(
                     el,
-                    domain,
                     StanzaError::new(StanzaCondition::NotAcceptable)
                         .with_text("that user name is not allowed"),
                 );
@@ -102,14 +94,13 @@ pub async fn handle_pre_auth(
             if user.contains(['@', '/']) || bare.node().is_none() {
                 return error_reply(
                     el,
-                    domain,
                     StanzaError::new(StanzaCondition::NotAcceptable)
                         .with_text("that user name is not allowed"),
                 );
             }
             let creds = match make_credentials(pw, server.config.c2s.sasl_iterations).await {
                 Ok(c) => c,
-                Err(e) => return error_reply(el, domain, e),
+                Err(e) => return error_reply(el, e),
             };
             match server
                 .storage
@@ -122,21 +113,16 @@ pub async fn handle_pre_auth(
                 }
                 Err(StorageError::Conflict) => error_reply(
                     el,
-                    domain,
                     StanzaError::new(StanzaCondition::Conflict)
                         .with_text("that user name is taken"),
                 ),
                 Err(e) => {
                     tracing::error!(error = %e, "registration failed");
-                    error_reply(
-                        el,
-                        domain,
-                        StanzaError::new(StanzaCondition::InternalServerError),
-                    )
+                    error_reply(el, StanzaError::new(StanzaCondition::InternalServerError))
                 }
             }
         }
-        _ => error_reply(el, domain, StanzaError::new(StanzaCondition::BadRequest)),
+        _ => error_reply(el, StanzaError::new(StanzaCondition::BadRequest)),
     }
 }
 

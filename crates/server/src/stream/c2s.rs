@@ -573,7 +573,7 @@ async fn bind<S: AsyncRead + AsyncWrite + Unpin>(
                     None => {
                         let e = StanzaError::new(StanzaCondition::BadRequest)
                             .with_text("the resource is not a valid resourcepart");
-                        if let Some(r) = e.reply_to(&el, bare) {
+                        if let Some(r) = e.reply_to(&el) {
                             s.queue(&r);
                             s.flush().await.ok()?;
                         }
@@ -606,7 +606,7 @@ async fn bind<S: AsyncRead + AsyncWrite + Unpin>(
                 Err(BindError::TooManyResources) => {
                     let e = StanzaError::new(StanzaCondition::ResourceConstraint)
                         .with_text("too many sessions for this account; close one and try again");
-                    if let Some(r) = e.reply_to(&el, bare) {
+                    if let Some(r) = e.reply_to(&el) {
                         s.queue(&r);
                         s.flush().await.ok()?;
                     }
