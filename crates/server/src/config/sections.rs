@@ -411,7 +411,7 @@ pub struct RegistrationConfig {
 
 impl RegistrationConfig {
     /// Bounds of `per_ip_per_hour`.
-    pub const PER_IP_PER_HOUR: RangeInclusive<u32> = 1..=1000;
+    pub const PER_IP_PER_HOUR: RangeInclusive<u32> = 1..=1_000_000;
 
     pub(super) fn validate(&self, problems: &mut Vec<Problem>) {
         let mut c = Check {

@@ -173,7 +173,7 @@ fn every_bound_is_checked() {
         ("log", "level = \"loud\"", "log.level", "not a level"),
         ("log", "level = \"info,my crate=debug\"", "log.level", "not a target"),
         ("log", "format = \"xml\"", "log.format", "human"),
-        ("registration", "per_ip_per_hour = 0", "registration.per_ip_per_hour", "between 1 and 1000"),
+        ("registration", "per_ip_per_hour = 0", "registration.per_ip_per_hour", "between 1 and 1000000"),
         ("", "data_dir = \"\"", "data_dir", "empty"),
     ];
     for (section, line, path, message) in cases {
