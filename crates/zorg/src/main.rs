@@ -20,6 +20,12 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
+/// mimalloc instead of glibc's allocator: stanzas are allocated by one session's task and freed
+/// by another's, often on another thread, and glibc's per-arena locks then dominate the message
+/// path (measured in docs/performance.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Zorg: a federated XMPP server for healthcare chat.
 #[derive(Debug, Parser)]
 #[command(name = "zorg", version, about, propagate_version = true)]
