@@ -216,10 +216,8 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
             for a in after.drain(..) {
                 match a {
                     AfterFlush::DeleteOffline(seq) => {
-                        if let Err(e) = server
-                            .storage
-                            .delete_offline_through(&handle.bare, seq)
-                            .await
+                        if let Err(e) =
+                            Box::pin(server.storage.delete_offline_through(&handle.bare, seq)).await
                         {
                             tracing::warn!(error = %e, "could not delete delivered offline messages; they will be delivered again");
                         }
@@ -239,7 +237,7 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
         End::ClientClosed => s.close().await,
         End::Gone => {}
     }
-    finish(&server, sess, rx).await;
+    Box::pin(finish(&server, sess, rx)).await;
 }
 
 fn ctx_domain(h: &SessionHandle) -> &str {
@@ -305,10 +303,13 @@ async fn inbound(ctx: &mut Ctx<'_>, mut el: Element) -> Result<(), StreamError> 
         // Route with the normalised form so every later comparison is exact.
         el.set_attr("to", j.to_string());
     }
+    // Presence and IQ handlers touch storage; their futures are boxed so that the session's
+    // own state (which lives as long as the connection) stays small. Messages, the hot path,
+    // box only their rare storage calls (offline, blocklist loading).
     match el.name() {
         "message" => message::from_client(ctx, el, to).await,
-        "presence" => presence::from_client(ctx, el, to).await,
-        _ => modules::iq_from_client(ctx, el, to).await,
+        "presence" => Box::pin(presence::from_client(ctx, el, to)).await,
+        _ => Box::pin(modules::iq_from_client(ctx, el, to)).await,
     }
     Ok(())
 }

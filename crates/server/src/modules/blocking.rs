@@ -32,7 +32,8 @@ async fn list(server: &Arc<Server>, owner: &str) -> Arc<Vec<String>> {
     if let Some(l) = server.blocklists.get(owner) {
         return l.clone();
     }
-    let l = Arc::new(server.storage.blocklist(owner).await.unwrap_or_else(|e| {
+    // Boxed: a storage future is large, and this sits on the message path of every session.
+    let l = Arc::new(Box::pin(server.storage.blocklist(owner)).await.unwrap_or_else(|e| {
         tracing::error!(error = %e, "reading a blocklist failed; treating it as empty for now");
         Vec::new()
     }));

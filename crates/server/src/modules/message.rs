@@ -149,7 +149,9 @@ pub async fn deliver_local(
     }
     match undelivered {
         Some(el) if !delivered => match ty {
-            MessageType::Normal | MessageType::Chat => store_offline(server, bare, el).await,
+            MessageType::Normal | MessageType::Chat => {
+                Box::pin(store_offline(server, bare, el)).await
+            }
             // Headlines are not stored; errors to someone offline are dropped.
             _ => Ok(()),
         },
