@@ -242,7 +242,10 @@ async fn side(
         tokio::select! {
             r = conn.read_raw(&mut buf) => {
                 if r.is_err() {
-                    tally.error("io");
+                    // After the stop, partners hang up as the run ends: not an error.
+                    if !run.stop.load(Ordering::Relaxed) {
+                        tally.error("io");
+                    }
                     break;
                 }
                 let mut n = 0u64;
@@ -437,7 +440,9 @@ async fn paced(
             r = conn.read_raw(&mut sink) => {
                 sink.clear();
                 if r.is_err() {
-                    tally.error("io");
+                    if !run.stop.load(Ordering::Relaxed) {
+                        tally.error("io");
+                    }
                     break;
                 }
             }

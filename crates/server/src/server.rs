@@ -166,12 +166,10 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         (&server.config.c2s.direct_tls, true, &mut direct_tls_addrs),
     ] {
         for addr in addrs {
-            let listener = TcpListener::bind(addr)
-                .await
-                .map_err(|e| StartError::Bind {
-                    addr: *addr,
-                    why: e.to_string(),
-                })?;
+            let listener = listen(*addr).map_err(|e| StartError::Bind {
+                addr: *addr,
+                why: e.to_string(),
+            })?;
             let local = listener.local_addr().map_err(|e| StartError::Bind {
                 addr: *addr,
                 why: e.to_string(),
@@ -188,6 +186,22 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         tasks,
     })
 }
+
+/// Binds a listener with a backlog for reconnect storms (std's default of 128 drops SYNs when
+/// thousands of clients come back after a restart).
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
+/// Pending connections the kernel queues per listener.
+const LISTEN_BACKLOG: u32 = 1024;
 
 async fn accept_loop(server: Arc<Server>, listener: TcpListener, direct_tls: bool) {
     let mut shutdown = server.shutdown.clone();
