@@ -7,23 +7,17 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD as B64;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use zorg_proto::{Element, Frame, StanzaCondition, StanzaError, StreamCondition, StreamError, ns};
 
-use crate::modules::register;
 use crate::router::{BindError, Outbound, SESSION_QUEUE, SessionHandle};
-use crate::sasl::{self, ChannelBindings, Mechanism, SaslFailure, ScramServer};
+use crate::sasl::{ChannelBindings, Mechanism};
 use crate::server::Server;
 use crate::session::{self, Bound};
-use crate::storage::{AccountStore, ScramHash};
+use crate::stream::auth::{Auth, authenticate, offered_mechanisms};
 use crate::stream::io::{ReadError, XmlStream, stream_header};
-
-/// SASL attempts allowed on one stream before it is closed (RFC 6120 §6.4.5: 2 to 5).
-const MAX_SASL_ATTEMPTS: u32 = 3;
 
 /// Serves one client connection from accept to close.
 pub async fn serve(
@@ -87,10 +81,16 @@ async fn negotiate(
     };
     let mut s = XmlStream::new(tls, server.limits, server.config.limits.read_rate);
     let (domain, lang) = open_stream(server, &mut s).await?;
-    let offered = offered_mechanisms(server, &bindings);
-    s.queue_features(&auth_features(server, &offered, &bindings));
+    let auth = Auth {
+        server,
+        domain: &domain,
+        peer,
+        bindings: &bindings,
+        offered: offered_mechanisms(server, &bindings),
+    };
+    s.queue_features(&auth_features(server, &auth.offered, &bindings));
     s.flush().await.ok()?;
-    let bare = authenticate(server, &mut s, &domain, peer, &bindings, &offered).await?;
+    let bare = authenticate(&auth, &mut s).await?;
     s.restart();
     let (domain2, _) = open_stream(server, &mut s).await?;
     if domain2 != domain {
@@ -244,22 +244,6 @@ async fn send_header_and_fail<S: AsyncRead + AsyncWrite + Unpin>(
     s.fail(&err).await;
 }
 
-fn offered_mechanisms(server: &Server, bindings: &ChannelBindings) -> Vec<Mechanism> {
-    let mut m = Vec::with_capacity(5);
-    if bindings.any() {
-        m.push(Mechanism::ScramSha256Plus);
-    }
-    m.push(Mechanism::ScramSha256);
-    if bindings.any() {
-        m.push(Mechanism::ScramSha1Plus);
-    }
-    m.push(Mechanism::ScramSha1);
-    if server.config.c2s.allow_plain {
-        m.push(Mechanism::Plain);
-    }
-    m
-}
-
 fn limits_feature(server: &Server) -> Element {
     // XEP-0478: tell the client our stanza size limit and how long a silent stream may idle.
     let mut l = Element::new("limits", ns::STREAM_LIMITS).with_child(
@@ -308,243 +292,6 @@ fn bound_features(server: &Server) -> Vec<Element> {
         crate::modules::disco::caps_element(server),
         limits_feature(server),
     ]
-}
-
-/// Failure of one SASL attempt: report it and maybe allow another.
-enum AttemptError {
-    Failure(SaslFailure),
-    /// The stream is gone or was closed with a stream error.
-    Gone,
-}
-
-impl From<SaslFailure> for AttemptError {
-    fn from(f: SaslFailure) -> Self {
-        AttemptError::Failure(f)
-    }
-}
-
-async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
-    server: &Arc<Server>,
-    s: &mut XmlStream<S>,
-    domain: &str,
-    peer: SocketAddr,
-    bindings: &ChannelBindings,
-    offered: &[Mechanism],
-) -> Option<String> {
-    let mut attempts = 0;
-    loop {
-        let el = next_element(s).await?;
-        if el.is("auth", ns::SASL) {
-            let mut account = None;
-            match attempt(
-                server,
-                s,
-                domain,
-                peer,
-                bindings,
-                offered,
-                &el,
-                &mut account,
-            )
-            .await
-            {
-                Ok((bare, success)) => {
-                    server.failures_by_account.clear(&bare);
-                    s.queue_raw(&success);
-                    s.flush().await.ok()?;
-                    tracing::info!(account = %bare, %peer, "authenticated");
-                    return Some(bare);
-                }
-                Err(AttemptError::Gone) => return None,
-                Err(AttemptError::Failure(f)) => {
-                    if f != SaslFailure::Aborted && f != SaslFailure::TemporaryAuthFailure {
-                        server.failures_by_ip.record(&peer.ip());
-                        if let Some(a) = &account {
-                            server.failures_by_account.record(a);
-                        }
-                    }
-                    tracing::info!(%peer, account = account.as_deref().unwrap_or("-"), condition = f.element_name(), "authentication failed");
-                    let mut fail = Element::new("failure", ns::SASL)
-                        .with_child(Element::new(f.element_name(), ns::SASL));
-                    if f == SaslFailure::TemporaryAuthFailure {
-                        fail.push_child(Element::new("text", ns::SASL).with_text(
-                            "too many failed attempts; wait a few minutes and try again",
-                        ));
-                    }
-                    s.queue(&fail);
-                    s.flush().await.ok()?;
-                    attempts += 1;
-                    if attempts >= MAX_SASL_ATTEMPTS {
-                        s.fail(&StreamError::new(StreamCondition::NotAuthorized))
-                            .await;
-                        return None;
-                    }
-                }
-            }
-        } else if el.is("iq", ns::CLIENT) && el.has_child("query", ns::REGISTER) {
-            let reply = register::handle_pre_auth(server, domain, peer.ip(), &el).await;
-            s.queue(&reply);
-            s.flush().await.ok()?;
-        } else {
-            s.fail(&StreamError::new(StreamCondition::NotAuthorized))
-                .await;
-            return None;
-        }
-    }
-}
-
-/// Decodes a SASL payload: empty element = no data, "=" = empty data (RFC 6120 §6.4.2).
-fn decode_payload(el: &Element) -> Result<Option<Vec<u8>>, SaslFailure> {
-    let t = el.text();
-    let t = t.trim();
-    match t {
-        "" => Ok(None),
-        "=" => Ok(Some(Vec::new())),
-        _ => B64
-            .decode(t)
-            .map(Some)
-            .map_err(|_| SaslFailure::IncorrectEncoding),
-    }
-}
-
-fn challenge(data: &[u8]) -> Element {
-    let mut c = Element::new("challenge", ns::SASL);
-    if !data.is_empty() {
-        c.push_text(B64.encode(data));
-    }
-    c
-}
-
-/// Sends `challenge` and waits for `<response/>` (or `<abort/>`).
-async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
-    s: &mut XmlStream<S>,
-    data: &[u8],
-) -> Result<Vec<u8>, AttemptError> {
-    s.queue(&challenge(data));
-    s.flush().await.map_err(|_| AttemptError::Gone)?;
-    let el = next_element(s).await.ok_or(AttemptError::Gone)?;
-    if el.is("abort", ns::SASL) {
-        return Err(SaslFailure::Aborted.into());
-    }
-    if !el.is("response", ns::SASL) {
-        s.fail(&StreamError::new(StreamCondition::NotAuthorized))
-            .await;
-        return Err(AttemptError::Gone);
-    }
-    Ok(decode_payload(&el)?.unwrap_or_default())
-}
-
-/// The account's bare JID for a SASL username on `domain`, normalised (nodeprep).
-fn account_jid(username: &str, domain: &str) -> Result<String, SaslFailure> {
-    if username.is_empty() || username.contains(['@', '/']) {
-        return Err(SaslFailure::NotAuthorized);
-    }
-    jid::BareJid::new(&format!("{username}@{domain}"))
-        .map(|j| j.to_string())
-        .map_err(|_| SaslFailure::NotAuthorized)
-}
-
-fn check_authzid(authzid: Option<&str>, bare: &str) -> Result<(), SaslFailure> {
-    match authzid {
-        None => Ok(()),
-        Some(a) => match jid::Jid::new(a) {
-            Ok(j) if j.to_bare().to_string() == bare && j.resource().is_none() => Ok(()),
-            _ => Err(SaslFailure::InvalidAuthzid),
-        },
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn attempt<S: AsyncRead + AsyncWrite + Unpin>(
-    server: &Arc<Server>,
-    s: &mut XmlStream<S>,
-    domain: &str,
-    peer: SocketAddr,
-    bindings: &ChannelBindings,
-    offered: &[Mechanism],
-    el: &Element,
-    account: &mut Option<String>,
-) -> Result<(String, Vec<u8>), AttemptError> {
-    let mech = el
-        .attr("mechanism")
-        .and_then(Mechanism::parse)
-        .filter(|m| offered.contains(m))
-        .ok_or(SaslFailure::InvalidMechanism)?;
-    if server.failures_by_ip.is_over(&peer.ip()) {
-        return Err(SaslFailure::TemporaryAuthFailure.into());
-    }
-    let initial = match decode_payload(el)? {
-        Some(d) => d,
-        None => exchange(s, &[]).await?,
-    };
-    let iterations = server.config.c2s.sasl_iterations;
-    match mech.scram_hash() {
-        None => {
-            // PLAIN (only offered when allowed, and always over TLS here).
-            let creds = sasl::parse_plain(&initial)?;
-            let bare = account_jid(&creds.username, domain)?;
-            *account = Some(bare.clone());
-            check_authzid(creds.authzid.as_deref(), &bare)?;
-            if server.failures_by_account.is_over(&bare) {
-                return Err(SaslFailure::TemporaryAuthFailure.into());
-            }
-            let record = server
-                .storage
-                .credentials(&bare, ScramHash::Sha256)
-                .await
-                .map_err(|_| SaslFailure::TemporaryAuthFailure)?;
-            let secret = server.fake_secret;
-            let ok = tokio::task::spawn_blocking(move || {
-                let rec = record.unwrap_or_else(|| {
-                    sasl::fake_record(ScramHash::Sha256, &creds.username, &secret, iterations)
-                });
-                sasl::verify_password(&rec, creds.password.expose())
-            })
-            .await
-            .unwrap_or(false);
-            if !ok {
-                return Err(SaslFailure::NotAuthorized.into());
-            }
-            let mut out = Vec::new();
-            Element::new("success", ns::SASL).write_to(&mut out, ns::CLIENT);
-            Ok((bare, out))
-        }
-        Some(hash) => {
-            let offers_plus = offered.iter().any(|m| m.is_plus());
-            let mut scram = ScramServer::new(hash, mech.is_plus(), bindings.clone(), offers_plus);
-            let first = scram.client_first(&initial)?;
-            let bare = account_jid(&first.username, domain);
-            let record = match &bare {
-                Ok(b) => {
-                    *account = Some(b.clone());
-                    check_authzid(first.authzid.as_deref(), b)?;
-                    if server.failures_by_account.is_over(b) {
-                        return Err(SaslFailure::TemporaryAuthFailure.into());
-                    }
-                    server
-                        .storage
-                        .credentials(b, hash)
-                        .await
-                        .map_err(|_| SaslFailure::TemporaryAuthFailure)?
-                }
-                Err(_) => None,
-            };
-            // Unknown accounts get a made-up but stable record, so that the exchange looks
-            // the same and fails only at the proof: no account enumeration.
-            let record = record.unwrap_or_else(|| {
-                sasl::fake_record(hash, &first.username, &server.fake_secret, iterations)
-            });
-            let server_first = scram.server_first(record);
-            let last = exchange(s, &server_first).await?;
-            let server_final = scram.client_final(&last)?;
-            let bare = bare?;
-            let mut out = Vec::new();
-            Element::new("success", ns::SASL)
-                .with_text(B64.encode(server_final))
-                .write_to(&mut out, ns::CLIENT);
-            Ok((bare, out))
-        }
-    }
 }
 
 /// Resource binding (RFC 6120 §7). Returns the bound session.
@@ -665,18 +412,5 @@ mod tests {
         assert!(!version_ok(Some("2.0")));
         assert!(!version_ok(Some("1")));
         assert!(!version_ok(None));
-    }
-
-    #[test]
-    fn account_names_are_normalised_or_refused() {
-        assert_eq!(
-            account_jid("Alice", "localhost").unwrap(),
-            "alice@localhost"
-        );
-        assert!(account_jid("a@b", "localhost").is_err());
-        assert!(account_jid("", "localhost").is_err());
-        assert!(check_authzid(Some("alice@localhost"), "alice@localhost").is_ok());
-        assert!(check_authzid(Some("bob@localhost"), "alice@localhost").is_err());
-        assert!(check_authzid(None, "alice@localhost").is_ok());
     }
 }
