@@ -193,6 +193,19 @@ fn bounded_secs(s: u64) -> Result<Duration, String> {
     Ok(Duration::from_secs(s))
 }
 
+/// `closed` and `open`: log in the pairs, then measure.
+async fn pairs_command(
+    s: &Server,
+    pairs: usize,
+    pace: Pace,
+    secs: u64,
+) -> Result<serde_json::Value, String> {
+    let (t, a) = target(s)?;
+    bounded_users(2 * pairs)?;
+    let duration = bounded_secs(secs)?;
+    Ok(modes::pairs_run(&t, &a, pairs, s.in_flight, pace, duration, s.server_pid).await)
+}
+
 async fn run(cmd: Command) -> Result<serde_json::Value, String> {
     Ok(match cmd {
         Command::Register { s, count } => {
@@ -209,21 +222,10 @@ async fn run(cmd: Command) -> Result<serde_json::Value, String> {
             window,
             duration,
         } => {
-            let (t, a) = target(&s)?;
-            bounded_users(2 * pairs)?;
             let pace = Pace::Closed {
                 window: window.clamp(1, 1000),
             };
-            modes::pairs_run(
-                &t,
-                &a,
-                pairs,
-                s.in_flight,
-                pace,
-                bounded_secs(duration)?,
-                s.server_pid,
-            )
-            .await
+            pairs_command(&s, pairs, pace, duration).await?
         }
         Command::Open {
             s,
@@ -231,21 +233,10 @@ async fn run(cmd: Command) -> Result<serde_json::Value, String> {
             rate,
             duration,
         } => {
-            let (t, a) = target(&s)?;
-            bounded_users(2 * pairs)?;
             let pace = Pace::Open {
                 rate: rate.clamp(1, 1_000_000),
             };
-            modes::pairs_run(
-                &t,
-                &a,
-                pairs,
-                s.in_flight,
-                pace,
-                bounded_secs(duration)?,
-                s.server_pid,
-            )
-            .await
+            pairs_command(&s, pairs, pace, duration).await?
         }
         Command::Idle { s, users, hold } => {
             let (t, a) = target(&s)?;

@@ -207,6 +207,18 @@ struct Run {
     stop: AtomicBool,
 }
 
+impl Run {
+    /// Queues one timestamped message (`prefix` from [`message_prefix`]) and counts it.
+    fn queue_message(&self, conn: &mut Conn, prefix: &str, tally: &mut Tally) {
+        conn.wbuf.extend_from_slice(prefix.as_bytes());
+        conn.wbuf.extend_from_slice(now_ns().to_string().as_bytes());
+        conn.wbuf.extend_from_slice(PAD.as_bytes());
+        conn.wbuf.extend_from_slice(b"</body></message>");
+        self.sent.fetch_add(1, Ordering::Relaxed);
+        tally.sent += 1;
+    }
+}
+
 /// One side of a pair: reads, records, and (closed loop) answers each message with a new one.
 async fn side(
     mut conn: Conn,
@@ -219,19 +231,11 @@ async fn side(
 ) -> Tally {
     let mut tally = Tally::default();
     let prefix = message_prefix(partner.as_deref());
-    let write_one = |conn: &mut Conn| {
-        conn.wbuf.extend_from_slice(prefix.as_bytes());
-        conn.wbuf.extend_from_slice(now_ns().to_string().as_bytes());
-        conn.wbuf.extend_from_slice(PAD.as_bytes());
-        conn.wbuf.extend_from_slice(b"</body></message>");
-        run.sent.fetch_add(1, Ordering::Relaxed);
-    };
     if !until(&mut go).await {
         return tally;
     }
     for _ in 0..initial {
-        write_one(&mut conn);
-        tally.sent += 1;
+        run.queue_message(&mut conn, &prefix, &mut tally);
     }
     if conn.flush().await.is_err() {
         tally.error("io");
@@ -253,8 +257,7 @@ async fn side(
                 run.delivered.fetch_add(n, Ordering::Relaxed);
                 if answer && !run.stop.load(Ordering::Relaxed) {
                     for _ in 0..n {
-                        write_one(&mut conn);
-                        tally.sent += 1;
+                        run.queue_message(&mut conn, &prefix, &mut tally);
                     }
                 }
                 if conn.flush().await.is_err() {
@@ -425,12 +428,7 @@ async fn paced(
                 if run.stop.load(Ordering::Relaxed) {
                     continue;
                 }
-                conn.wbuf.extend_from_slice(prefix.as_bytes());
-                conn.wbuf.extend_from_slice(now_ns().to_string().as_bytes());
-                conn.wbuf.extend_from_slice(PAD.as_bytes());
-                conn.wbuf.extend_from_slice(b"</body></message>");
-                run.sent.fetch_add(1, Ordering::Relaxed);
-                tally.sent += 1;
+                run.queue_message(&mut conn, &prefix, &mut tally);
                 if conn.flush().await.is_err() {
                     tally.error("io");
                     break;
