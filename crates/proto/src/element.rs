@@ -295,6 +295,17 @@ impl Element {
         out.push(b'>');
     }
 
+    /// The element with its attributes but no children: enough to build an error reply to a
+    /// message or presence (RFC 6120 §8.3.1) without copying its payload.
+    pub fn without_children(&self) -> Element {
+        Element {
+            name: self.name.clone(),
+            ns: self.ns.clone(),
+            attrs: self.attrs.clone(),
+            children: Vec::new(),
+        }
+    }
+
     /// Approximate serialised size, used for limits and metrics without serialising.
     pub fn approx_size(&self) -> usize {
         let mut n = 2 * self.name.len() + 5;
@@ -435,6 +446,17 @@ mod tests {
         assert!(!el.has_child("y", ""));
         el.retain_children(|c| c.name() != "y");
         assert_eq!(el.child_count(), 0);
+    }
+
+    #[test]
+    fn without_children_keeps_attributes_only() {
+        let el = Element::new("message", ns::CLIENT)
+            .with_attr("id", "1")
+            .with_child(Element::new("body", ns::CLIENT).with_text("x"));
+        let s = el.without_children();
+        assert_eq!(s.attr("id"), Some("1"));
+        assert_eq!(s.nodes().len(), 0);
+        assert!(s.is("message", ns::CLIENT));
     }
 
     #[test]

@@ -79,10 +79,13 @@ pub async fn from_client(ctx: &mut Ctx<'_>, el: Element, to: Option<Jid>) {
         return;
     }
     let server = ctx.server.clone();
-    if let Err(err) = deliver_local(&server, el.clone(), &bare, resource.as_deref()).await
-        && MessageType::of(&el) != MessageType::Error
+    // An error reply to a message carries no payload (RFC 6120 §8.3.1 allows leaving it out,
+    // and echoing a body would copy it needlessly): keep only the attributes for it.
+    let head = el.without_children();
+    if let Err(err) = deliver_local(&server, el, &bare, resource.as_deref()).await
+        && MessageType::of(&head) != MessageType::Error
     {
-        ctx.reply_error(&el, err);
+        ctx.reply_error(&head, err);
     }
 }
 
