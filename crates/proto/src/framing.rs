@@ -171,6 +171,10 @@ impl StreamParser {
     /// Releases the parser's temporary buffers; call when the connection goes idle.
     pub fn release_temporaries(&mut self) {
         self.raw.release_temporaries();
+        // Between stanzas only the stream's own scope remains; the capacity grown for nested
+        // elements is given back.
+        self.stack.shrink_to_fit();
+        self.scopes.shrink_to_fit();
     }
 
     /// Consumes bytes from `data` until a frame is complete (returned, with the rest of `data`

@@ -20,12 +20,22 @@ use zorg_proto::{Element, StreamCondition, StreamError};
 pub const SESSION_QUEUE: usize = 1024;
 
 /// What a session's task receives.
+///
+/// Boxed payloads keep this at 16 bytes: tokio's channel allocates its slots 32 at a time per
+/// session up front, so the size of this enum is paid by every idle session.
 #[derive(Debug)]
 pub enum Outbound {
     /// A stanza to write to the client.
-    Stanza(Element),
+    Stanza(Box<Element>),
     /// Close the stream with this error.
-    Close(StreamError),
+    Close(Box<StreamError>),
+}
+
+impl Outbound {
+    /// Close the stream with this error.
+    pub fn close(err: StreamError) -> Outbound {
+        Outbound::Close(Box::new(err))
+    }
 }
 
 /// Presence-related state of a bound session, shared with the router.
@@ -213,7 +223,7 @@ impl Router {
     /// Puts a stanza into a session's queue without waiting. Returns the stanza back if the
     /// session is gone or its queue is full (in which case the session is told to close).
     pub fn deliver(&self, to: &SessionHandle, el: Element) -> Result<(), Element> {
-        match to.tx.try_send(Outbound::Stanza(el)) {
+        match to.tx.try_send(Outbound::Stanza(Box::new(el))) {
             Ok(()) => Ok(()),
             Err(mpsc::error::TrySendError::Full(Outbound::Stanza(el))) => {
                 tracing::warn!(session = %to.full, "session queue full; closing the slow session");
@@ -224,13 +234,13 @@ impl Router {
                     let err = StreamError::new(StreamCondition::PolicyViolation)
                         .with_text("too many stanzas queued for this session");
                     let _ = tx
-                        .send_timeout(Outbound::Close(err), std::time::Duration::from_secs(5))
+                        .send_timeout(Outbound::close(err), std::time::Duration::from_secs(5))
                         .await;
                 });
-                Err(el)
+                Err(*el)
             }
             Err(mpsc::error::TrySendError::Full(Outbound::Close(_))) => Ok(()),
-            Err(mpsc::error::TrySendError::Closed(Outbound::Stanza(el))) => Err(el),
+            Err(mpsc::error::TrySendError::Closed(Outbound::Stanza(el))) => Err(*el),
             Err(mpsc::error::TrySendError::Closed(Outbound::Close(_))) => Ok(()),
         }
     }

@@ -251,7 +251,7 @@ impl RunningServer {
     pub async fn shutdown(mut self) {
         let _ = self.shutdown_tx.send(true);
         for s in self.server.router.all_sessions() {
-            let _ = s.tx.try_send(Outbound::Close(zorg_proto::StreamError::new(
+            let _ = s.tx.try_send(Outbound::close(zorg_proto::StreamError::new(
                 zorg_proto::StreamCondition::SystemShutdown,
             )));
         }

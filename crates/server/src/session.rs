@@ -112,9 +112,12 @@ enum End {
 }
 
 /// Runs a bound session until it ends, then cleans up (unavailable presence, unbind, requeue).
+///
+/// The stream comes boxed: an async fn keeps its arguments beside its locals, so a 1.9 KiB
+/// stream passed by value would be held twice by every session.
 pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     server: Arc<Server>,
-    mut s: XmlStream<S>,
+    mut s: Box<XmlStream<S>>,
     bound: Bound,
 ) {
     let Bound {
@@ -156,12 +159,12 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                     for _ in 0..64 {
                         match rx.try_recv() {
                             Ok(Outbound::Stanza(el)) => s.queue(&el),
-                            Ok(Outbound::Close(e)) => { end = Some(End::Error(e)); break }
+                            Ok(Outbound::Close(e)) => { end = Some(End::Error(*e)); break }
                             Err(_) => break,
                         }
                     }
                 }
-                Some(Outbound::Close(e)) => end = Some(End::Error(e)),
+                Some(Outbound::Close(e)) => end = Some(End::Error(*e)),
                 None => end = Some(End::Gone),
             },
             frame = s.next_frame() => match frame {
@@ -201,6 +204,9 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
             _ = tokio::time::sleep_until(last_activity + RELEASE_AFTER), if !released => {
                 if rx.is_empty() {
                     s.release();
+                    // Both are empty between stanzas; give their capacity back too.
+                    to_self = Vec::new();
+                    after = Vec::new();
                     released = true;
                 }
                 continue;
@@ -256,7 +262,7 @@ async fn finish(server: &Arc<Server>, mut sess: SessionData, mut rx: mpsc::Recei
         if let Outbound::Stanza(el) = out
             && el.name() == "message"
         {
-            message::reroute_undelivered(server, el).await;
+            message::reroute_undelivered(server, *el).await;
             requeued += 1;
         }
     }

@@ -23,6 +23,8 @@ use clap::{Args, Parser, Subcommand};
 /// mimalloc instead of glibc's allocator: stanzas are allocated by one session's task and freed
 /// by another's, often on another thread, and glibc's per-arena locks then dominate the message
 /// path (measured in docs/performance.md).
+/// Off with `--no-default-features` for heap profilers, which see only the system allocator.
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

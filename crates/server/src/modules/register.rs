@@ -153,7 +153,7 @@ pub async fn handle_bound(ctx: &mut Ctx<'_>, el: Element) {
                     server.blocklists.remove(&bare);
                     ctx.to_self.push(iq_result(&el, None));
                     for h in server.router.sessions(&bare) {
-                        let _ = h.tx.try_send(Outbound::Close(
+                        let _ = h.tx.try_send(Outbound::close(
                             StreamError::new(StreamCondition::NotAuthorized)
                                 .with_text("the account was removed"),
                         ));

@@ -13,6 +13,10 @@ use zorg_proto::{Element, Frame, FramingError, Limits, StreamError, StreamParser
 /// Size of one read. Small on purpose: idle sessions keep no large buffers (see `release`).
 const READ_CHUNK: usize = 4096;
 
+/// Size of the first read after `release`: the session waits for its next stanza with this
+/// much instead of a full chunk, and grows the buffer once bytes arrive.
+const IDLE_READ: usize = 64;
+
 /// How long a write may take before the peer is considered stuck.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -138,7 +142,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> XmlStream<S> {
             }
             // Need more bytes. `read_buf` appends into spare capacity and is cancel-safe: if the
             // session's `select!` drops this future, no bytes are lost and none are invented.
-            self.rbuf.reserve(READ_CHUNK);
+            let want = if self.rbuf.capacity() == 0 {
+                IDLE_READ
+            } else {
+                READ_CHUNK
+            };
+            self.rbuf.reserve(want);
             let n = match self.io.read_buf(&mut self.rbuf).await {
                 Ok(n) => n,
                 Err(e) => return Err(ReadError::Io(e)),
@@ -277,6 +286,33 @@ mod tests {
             Frame::StreamOpen(_)
         ));
         assert!(matches!(s.next_frame().await.unwrap(), Frame::Stanza(e) if e.name() == "x"));
+    }
+
+    #[tokio::test]
+    async fn released_stream_waits_with_a_small_buffer() {
+        let (client, server) = tokio::io::duplex(8192);
+        let mut c = client;
+        let mut s = XmlStream::new(server, Limits::default(), 1 << 20);
+        c.write_all(b"<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'><a/>").await.unwrap();
+        s.next_frame().await.unwrap();
+        s.next_frame().await.unwrap();
+        assert!(s.rbuf.capacity() >= READ_CHUNK);
+        s.release();
+        assert_eq!(s.rbuf.capacity(), 0);
+        // Waiting for the next stanza (cancelled, as the session's select! does) holds only
+        // the small idle buffer.
+        let waited = tokio::time::timeout(Duration::from_millis(20), s.next_frame()).await;
+        assert!(waited.is_err());
+        assert!(s.rbuf.capacity() < READ_CHUNK, "{}", s.rbuf.capacity());
+        // A stanza longer than that buffer still arrives whole.
+        let body = "x".repeat(3000);
+        c.write_all(format!("<message><body>{body}</body></message>").as_bytes())
+            .await
+            .unwrap();
+        match s.next_frame().await.unwrap() {
+            Frame::Stanza(e) => assert_eq!(e.get_child("body", ns::CLIENT).unwrap().text(), body),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[tokio::test]
