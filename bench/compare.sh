@@ -7,7 +7,7 @@
 #   --out FILE     Markdown table of medians to write (default bench/results-latest.md); the raw
 #                  JSON Lines and meta.json go to FILE without .md, plus "-raw/".
 #   --servers L    which servers to run, in this order (space or comma separated).
-#   --no-relay     skip the bare TLS relay baseline.
+#   --no-relay     skip the bare TLS baselines (relay for messages, TLS server for handshakes).
 #   --check        only install, configure, start each server, check it with bench/xmpp_probe.py
 #                  (STARTTLS and direct TLS, registration, SCRAM login, a message), stop it.
 #   --no-install   do not apt-get anything (fail if Prosody or ejabberd is missing).
@@ -20,6 +20,8 @@
 #   REPS [3]  DURATION [30] s  PAIRS [100]  W [10] messages in flight per pair  RATE [1000] msgs/s
 #   USERS_LOGIN [1000]  IN_FLIGHT [50]  USERS_IDLE ["1000 5000"]  HOLD [10] s
 #   ACCOUNTS [5000, raised to what the measurements need]  THREADS [1] load generator threads
+#   LOGIN_THREADS [2] load generator threads for logins and handshakes (with one, the client's
+#        own TLS and SCRAM work caps the rate below what the servers can take)
 #   RELAY_THREADS [nproc] threads of the bare relay server (Zorg's runtime uses every core too)
 #   DIRECT_TLS [0] (1: measure over direct TLS instead of STARTTLS)
 #   MECH (all servers) or MECH_ZORG [SCRAM-SHA-256] MECH_PROSODY [SCRAM-SHA-1: Prosody 0.12 has
@@ -90,6 +92,7 @@ USERS_IDLE=${USERS_IDLE:-1000 5000}
 USERS_IDLE=${USERS_IDLE//,/ }
 HOLD=${HOLD:-10}
 THREADS=${THREADS:-1}
+LOGIN_THREADS=${LOGIN_THREADS:-2}
 RELAY_THREADS=${RELAY_THREADS:-$(nproc)}
 DIRECT_TLS=${DIRECT_TLS:-0}
 RUN_TIMEOUT=${RUN_TIMEOUT:-600}
@@ -663,7 +666,7 @@ bench_run() {
     done
     if [ "$target" = relay ] && [ -n "$cur_pid" ]; then before=$(cpu_s_of "$cur_pid"); fi
     log "$target $label rep $rep/$REPS: zorg-bench $*"
-    timeout -k 10 "$RUN_TIMEOUT" "$BENCH" --threads "$THREADS" "$@" >"$work/last.out" 2>>"$work/logs/zorg-bench-$target.log" </dev/null || rc=$?
+    timeout -k 10 "$RUN_TIMEOUT" "$BENCH" --threads "${run_threads:-$THREADS}" "$@" >"$work/last.out" 2>>"$work/logs/zorg-bench-$target.log" </dev/null || rc=$?
     if [ "$rc" = 124 ]; then log "$target $label: the load tool ran out of time (RUN_TIMEOUT=$RUN_TIMEOUT)"; fi
     if [ -n "$before" ]; then relay_cpu=(--relay-cpu "$before" "$(cpu_s_of "$cur_pid")" "$(rss_kib_of "$cur_pid")"); fi
     python3 "$here/record.py" --file "$results/$target.jsonl" --target "$target" --label "$label" --rep "$rep" --rc "$rc" \
@@ -763,7 +766,15 @@ measure() { # the measurement set against the running server
 
     for ((rep = 1; rep <= REPS; rep++)); do
         server_alive || return 1
-        bench_run "$t" login "$rep" login "${common[@]}" --users "$USERS_LOGIN" --in-flight "$IN_FLIGHT"
+        run_threads=$LOGIN_THREADS bench_run "$t" login "$rep" login "${common[@]}" --users "$USERS_LOGIN" --in-flight "$IN_FLIGHT"
+        wait_quiet
+        sleep "$SETTLE"
+    done
+    # The TLS handshake alone, on the direct TLS port: what a login costs before any XMPP.
+    for ((rep = 1; rep <= REPS; rep++)); do
+        server_alive || return 1
+        run_threads=$LOGIN_THREADS bench_run "$t" handshake "$rep" handshakes --server "127.0.0.1:$srv_dport" \
+            --domain "$srv_domain" --ca "$srv_ca" --count "$USERS_LOGIN" --in-flight "$IN_FLIGHT" --server-pid "$cur_pid"
         wait_quiet
         sleep "$SETTLE"
     done
@@ -771,7 +782,7 @@ measure() { # the measurement set against the running server
         for ((rep = 1; rep <= REPS; rep++)); do
             server_alive || return 1
             set_common PLAIN
-            bench_run "$t" login-plain "$rep" login "${common[@]}" --users "$USERS_LOGIN" --in-flight "$IN_FLIGHT"
+            run_threads=$LOGIN_THREADS bench_run "$t" login-plain "$rep" login "${common[@]}" --users "$USERS_LOGIN" --in-flight "$IN_FLIGHT"
             set_common
             wait_quiet
             sleep "$SETTLE"
@@ -829,6 +840,25 @@ run_relay() {
         sleep "$SETTLE"
     done
     stop_server
+    # The bare TLS server: full handshakes and nothing else (recorded under the relay's name).
+    "$BENCH" --threads "$RELAY_THREADS" tls-server --listen "127.0.0.1:$relay_port" --cert "$d/cert.pem" --key "$d/key.pem" \
+        >"$d/tls-server.log" 2>&1 </dev/null &
+    cur_kind=relay cur_pid=$!
+    disown "$cur_pid"
+    if ! wait_port "$relay_port" "$cur_pid" 30; then
+        tail -n 20 "$d/tls-server.log" >&2
+        record_failure relay handshake "the bare TLS server did not start"
+        stop_server
+        return 1
+    fi
+    for ((rep = 1; rep <= REPS; rep++)); do
+        server_alive || break
+        run_threads=$LOGIN_THREADS bench_run relay handshake "$rep" handshakes --server "127.0.0.1:$relay_port" \
+            --domain relay.test --ca "$d/cert.pem" --count "$USERS_LOGIN" --in-flight "$IN_FLIGHT" --server-pid "$cur_pid"
+        wait_quiet
+        sleep "$SETTLE"
+    done
+    stop_server
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -846,7 +876,7 @@ write_meta() {
     erl=$(dpkg-query -W -f='${Version}' erlang-base 2>/dev/null | sed 's/^[0-9]*://' || true)
     bv=$("$BENCH" --version 2>/dev/null | head -n1 | awk '{ print $NF }' || true)
     ZV="${zv:-?}" PV="$pv (Debian package; Lua ${lua:-?}, epoll)" EV="$ev (Debian package; Erlang/OTP ${erl:-?})" BV="${bv:-?}" \
-        CMD="$(env | grep -E '^(REPS|DURATION|PAIRS|W|RATE|USERS_LOGIN|IN_FLIGHT|USERS_IDLE|HOLD|ACCOUNTS|THREADS|RELAY_THREADS|DIRECT_TLS|MECH[A-Z_]*)=' |
+        CMD="$(env | grep -E '^(REPS|DURATION|PAIRS|W|RATE|USERS_LOGIN|IN_FLIGHT|USERS_IDLE|HOLD|ACCOUNTS|THREADS|LOGIN_THREADS|RELAY_THREADS|DIRECT_TLS|MECH[A-Z_]*)=' |
             sed "s/=\(.*\)/='\1'/" | paste -sd' ' -) $argv_text" \
         python3 - "$results/meta.json" <<EOF
 import json, os, platform, sys, datetime
@@ -881,7 +911,7 @@ meta = {
     "mech": {"zorg": "$MECH_ZORG", "prosody": "$MECH_PROSODY", "ejabberd": "$MECH_EJABBERD"},
     "params": {"reps": $REPS, "duration": $DURATION, "pairs": $PAIRS, "window": $W, "rate": $RATE,
                "users_login": $USERS_LOGIN, "in_flight": $IN_FLIGHT, "users_idle": [int(x) for x in "$USERS_IDLE".split()],
-               "hold": $HOLD, "accounts": $ACCOUNTS, "threads": $THREADS, "relay_threads": $RELAY_THREADS, "direct_tls": $DIRECT_TLS == 1, "login_plain": $LOGIN_PLAIN == 1,
+               "hold": $HOLD, "accounts": $ACCOUNTS, "threads": $THREADS, "login_threads": $LOGIN_THREADS, "relay_threads": $RELAY_THREADS, "direct_tls": $DIRECT_TLS == 1, "login_plain": $LOGIN_PLAIN == 1,
                "servers": "$servers".split(), "relay": $do_relay == 1},
     "command": os.environ["CMD"].strip(),
 }

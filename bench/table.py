@@ -39,6 +39,12 @@ LOOP_METRICS = [
     ("server_cpu_us_per_msg", "server CPU per msg (µs)", "down", 1),
     ("lost", "lost msgs", "down", 1, False),
 ]
+HANDSHAKE_METRICS = [
+    ("handshake_rate", "TLS handshakes/s", "up", 1),
+    ("handshake_p99_ms", "handshake p99 (ms)", "down", 1),
+    ("server_cpu_ms_per_handshake", "server CPU per handshake (ms)", "down", 1),
+    ("failed", "failed handshakes", "down", 1, False),
+]
 IDLE_METRICS = [
     ("kib_per_session", "RSS per session (KiB)", "down", 1),
     ("server_rss_kib_after", "server RSS with sessions (MiB)", "down", 1 / 1024),
@@ -119,10 +125,10 @@ def cell(recs, target, label, path, scale):
     return m, text
 
 
-def section(out, recs, title, label, metrics, with_relay):
+def section(out, recs, title, label, metrics, with_relay, relay_name=NAMES["relay"]):
     cols = [NAMES[s] for s in SERVERS]
     if with_relay:
-        cols.append(NAMES["relay"])
+        cols.append(relay_name)
     rcols = ["Zorg/" + NAMES[p] for p in PEERS] + (["Zorg/relay"] if with_relay else [])
     out.append("**%s**" % title)
     out.append("")
@@ -164,7 +170,8 @@ def problems(recs):
 
 def runs_detail(recs):
     lines = []
-    keys = {"login": "login_rate", "login-plain": "login_rate", "closed": "msgs_per_sec", "open": "latency_us.p99"}
+    keys = {"login": "login_rate", "login-plain": "login_rate", "handshake": "handshake_rate",
+            "closed": "msgs_per_sec", "open": "latency_us.p99"}
     for (target, label), runs in sorted(recs.items(), key=lambda kv: (str(kv[0][1]), str(kv[0][0]))):
         if label == "register":
             continue
@@ -193,13 +200,13 @@ def render(recs, meta):
     if p:
         out.append("Parameters: repetitions %s (median shown); login %s users, %s in flight; closed loop %s pairs, "
                    "window %s, %s s; open loop %s pairs at %s msgs/s, %s s; idle %s sessions held %s s; %s; "
-                   "SASL %s; load generator threads: %s." % (
+                   "SASL %s; load generator threads: %s (logins and handshakes: %s)." % (
                        p.get("reps"), p.get("users_login"), p.get("in_flight"), p.get("pairs"), p.get("window"),
                        p.get("duration"), p.get("pairs"), p.get("rate"), p.get("duration"),
                        " and ".join(str(x) for x in p.get("users_idle", [])), p.get("hold"),
                        "direct TLS" if p.get("direct_tls") else "STARTTLS",
                        ", ".join("%s %s" % (NAMES.get(k, k), mech[k]) for k in SERVERS if k in mech),
-                       p.get("threads")))
+                       p.get("threads"), p.get("login_threads", p.get("threads"))))
     if meta.get("command"):
         out.append("")
         out.append("Command: `%s`" % meta["command"])
@@ -209,6 +216,10 @@ def render(recs, meta):
 
     section(out, recs, "Login: %s users, %s in flight, full TLS handshake + SASL + bind each" % (
         p.get("users_login", "?"), p.get("in_flight", "?")), "login", LOGIN_METRICS, False)
+    if any(lab == "handshake" for (_, lab) in recs):
+        section(out, recs, "TLS handshake alone (direct TLS port, no XMPP): %s connections, %s in flight" % (
+            p.get("users_login", "?"), p.get("in_flight", "?")), "handshake", HANDSHAKE_METRICS, True,
+            "bare TLS server")
     if any(lab == "login-plain" for (_, lab) in recs):
         section(out, recs, "Login with SASL PLAIN: %s users, %s in flight" % (
             p.get("users_login", "?"), p.get("in_flight", "?")), "login-plain", LOGIN_METRICS, False)

@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 mod client;
+mod handshake;
 mod modes;
 mod relay;
 mod scram;
@@ -139,6 +140,42 @@ enum Command {
         #[arg(long)]
         key: PathBuf,
     },
+    /// A bare TLS server: full handshakes and nothing else (runs until killed).
+    TlsServer {
+        /// Where to listen.
+        #[arg(long)]
+        listen: SocketAddr,
+        /// Certificate chain (PEM).
+        #[arg(long)]
+        cert: PathBuf,
+        /// Private key (PEM).
+        #[arg(long)]
+        key: PathBuf,
+    },
+    /// Full TLS handshakes against any TLS port (tls-server, or a direct TLS listener).
+    Handshakes {
+        /// The TLS port.
+        #[arg(long)]
+        server: SocketAddr,
+        /// The name to ask for (SNI).
+        #[arg(long, default_value = "localhost")]
+        domain: String,
+        /// Pin the server's certificate (PEM); else any is accepted.
+        #[arg(long)]
+        ca: Option<PathBuf>,
+        /// Accept any certificate.
+        #[arg(long)]
+        insecure: bool,
+        /// How many connections.
+        #[arg(long, default_value_t = 1000)]
+        count: usize,
+        /// Handshakes in progress at once.
+        #[arg(long, default_value_t = 50)]
+        in_flight: usize,
+        /// The server's process id, to report its CPU time.
+        #[arg(long)]
+        server_pid: Option<u32>,
+    },
     /// Closed loop against the bare relay.
     Relay {
         /// The relay's address.
@@ -253,6 +290,23 @@ async fn run(cmd: Command) -> Result<serde_json::Value, String> {
         Command::RelayServer { listen, cert, key } => {
             relay::serve(listen, &cert, &key).await?;
             serde_json::Value::Null
+        }
+        Command::TlsServer { listen, cert, key } => {
+            handshake::serve(listen, &cert, &key).await?;
+            serde_json::Value::Null
+        }
+        Command::Handshakes {
+            server,
+            domain,
+            ca,
+            insecure,
+            count,
+            in_flight,
+            server_pid,
+        } => {
+            let tls = client::tls_config(if insecure { None } else { ca.as_deref() })?;
+            let count = bounded_users(count)?;
+            handshake::client(server, tls, &domain, count, in_flight, server_pid).await
         }
         Command::Relay {
             server,

@@ -17,27 +17,8 @@ use crate::modes::{Pace, messages};
 
 /// Runs the relay until the process is killed.
 pub async fn serve(listen: SocketAddr, cert: &Path, key: &Path) -> Result<(), String> {
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-        .map_err(|e| format!("{}: {e}", cert.display()))?
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("{}: {e}", cert.display()))?;
-    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("{}: {e}", key.display()))?;
-    let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-    .map_err(|e| e.to_string())?
-    .with_no_client_auth()
-    .with_single_cert(chain, key)
-    .map_err(|e| e.to_string())?;
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
-    let listener = TcpListener::bind(listen)
-        .await
-        .map_err(|e| format!("{listen}: {e}"))?;
-    eprintln!(
-        "relay listening on {}",
-        listener.local_addr().map_err(|e| e.to_string())?
-    );
+    let acceptor = acceptor(cert, key)?;
+    let listener = bind(listen).await?;
     let mut waiting = None;
     loop {
         let (tcp, _) = listener.accept().await.map_err(|e| e.to_string())?;
@@ -55,6 +36,36 @@ pub async fn serve(listen: SocketAddr, cert: &Path, key: &Path) -> Result<(), St
             }
         }
     }
+}
+
+/// A TLS acceptor (TLS 1.3 and 1.2, aws-lc-rs, as Zorg's) for this certificate and key.
+pub fn acceptor(cert: &Path, key: &Path) -> Result<tokio_rustls::TlsAcceptor, String> {
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| format!("{}: {e}", cert.display()))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("{}: {e}", cert.display()))?;
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("{}: {e}", key.display()))?;
+    let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+    .map_err(|e| e.to_string())?
+    .with_no_client_auth()
+    .with_single_cert(chain, key)
+    .map_err(|e| e.to_string())?;
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(cfg)))
+}
+
+/// Listens on `listen` and says where on standard error.
+pub async fn bind(listen: SocketAddr) -> Result<TcpListener, String> {
+    let listener = TcpListener::bind(listen)
+        .await
+        .map_err(|e| format!("{listen}: {e}"))?;
+    eprintln!(
+        "listening on {}",
+        listener.local_addr().map_err(|e| e.to_string())?
+    );
+    Ok(listener)
 }
 
 /// Closed loop against the relay: the same message traffic as `closed`, without XMPP.

@@ -16,7 +16,7 @@ use crate::config::Config;
 use crate::modules::disco;
 use crate::ratelimit::WindowCounter;
 use crate::router::{Outbound, Router};
-use crate::storage::{Storage, StorageError};
+use crate::storage::{OfflineStore, Storage, StorageError};
 use crate::stream::c2s;
 use crate::tls::{TlsError, TlsSetup};
 
@@ -79,6 +79,10 @@ pub struct Server {
     pub caps_ver: String,
     /// Blocklists of accounts, cached because every routed stanza checks them (XEP-0191).
     pub blocklists: dashmap::DashMap<String, Arc<Vec<String>>>,
+    /// Accounts that may hold offline messages, with a counter bumped at every store: a login
+    /// of any other account skips the offline query (see `message::deliver_offline`). Only this
+    /// process stores offline messages, so the set is exact after it is read at start.
+    pub offline_hints: dashmap::DashMap<String, u64>,
     /// Becomes `true` when the server shuts down.
     pub shutdown: watch::Receiver<bool>,
 }
@@ -118,6 +122,12 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         why: e.to_string(),
     })?;
     let storage = Storage::open(&config.data_dir.join("zorg.db")).await?;
+    let offline_hints = storage
+        .offline_owners()
+        .await?
+        .into_iter()
+        .map(|owner| (owner, 0))
+        .collect();
     let doms: Vec<_> = config
         .domains
         .iter()
@@ -155,6 +165,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         acceptor,
         fake_secret,
         blocklists: dashmap::DashMap::new(),
+        offline_hints,
         shutdown: shutdown_rx,
         config,
     });

@@ -287,6 +287,17 @@ async fn messages_to_bare_full_and_offline() {
         .expect("own presence", is_presence_from("carol@localhost/c2"))
         .await;
     carol.expect_silence(300).await;
+    // That empty login let the server forget that Carol had stored messages; a new one while
+    // she is offline again must still reach her at the next login.
+    drop(carol);
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    alice
+        .send("<message to='carol@localhost' type='chat' id='o5'><body>again</body></message>")
+        .await;
+    alice.expect_silence(300).await;
+    let mut carol = t.login("carol", "c3").await;
+    carol.send("<presence/>").await;
+    carol.expect("o5", |e| e.attr("id") == Some("o5")).await;
     t.stop().await;
 }
 

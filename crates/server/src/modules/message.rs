@@ -188,7 +188,12 @@ pub async fn store_offline(
     let xml = el.to_xml(ns::CLIENT);
     let max = server.config.limits.max_offline_per_account;
     match server.storage.push_offline(bare, &id, &xml, ms, max).await {
-        Ok(()) => Ok(()),
+        Ok(()) => {
+            // After the insert is committed (see deliver_offline).
+            let mut n = server.offline_hints.entry(bare.to_owned()).or_insert(0);
+            *n = n.wrapping_add(1);
+            Ok(())
+        }
         Err(StorageError::QuotaExceeded) => {
             Err(StanzaError::new(StanzaCondition::ServiceUnavailable)
                 .with_text("the recipient is offline and their offline storage is full"))
@@ -223,6 +228,10 @@ pub async fn reroute_undelivered(server: &Arc<Server>, el: Element) {
 /// order, each with a XEP-0203 delay stamp; they are deleted once written.
 pub async fn deliver_offline(ctx: &mut Ctx<'_>) {
     let bare = ctx.bare().to_owned();
+    // Most logins find nothing stored: skip the query unless this account may hold messages.
+    let Some(generation) = ctx.server.offline_hints.get(&bare).map(|g| *g) else {
+        return;
+    };
     let msgs = match ctx.server.storage.offline_messages(&bare).await {
         Ok(m) => m,
         Err(e) => {
@@ -231,6 +240,13 @@ pub async fn deliver_offline(ctx: &mut Ctx<'_>) {
         }
     };
     let Some(last) = msgs.last().map(|m| m.seq) else {
+        // Nothing stored: forget the account, unless a message was stored since the hint was
+        // read. A store bumps the counter only after its insert is committed, so either that
+        // insert was visible to the query above or the counter differs now (or the entry is
+        // re-created by the bump).
+        ctx.server
+            .offline_hints
+            .remove_if(&bare, |_, g| *g == generation);
         return;
     };
     let domain = ctx.domain().to_owned();

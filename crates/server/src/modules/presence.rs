@@ -125,15 +125,19 @@ async fn broadcast_available(ctx: &mut Ctx<'_>, mut el: Element) {
     ctx.sess.initial_presence = true;
     let bare = ctx.bare().to_owned();
     let full = ctx.full().to_owned();
-    let items = match server.storage.roster(&bare).await {
-        Ok((_, items)) => items,
+    // One read for the broadcast, the probes and the pending requests below.
+    let items = match server.storage.presence_items(&bare).await {
+        Ok(items) => items,
         Err(e) => {
             tracing::error!(error = %e, "reading the roster for a presence broadcast failed");
             Vec::new()
         }
     };
     // RFC 6121 §4.2.2 / §4.4.2: to every contact with a subscription from the user.
-    for item in items.iter().filter(|i| i.subscription.has_from()) {
+    for item in items
+        .iter()
+        .filter(|i| i.visible && i.subscription.has_from())
+    {
         let mut p = el.clone();
         p.set_attr("to", item.jid.as_str());
         send_to_contact(&server, p, &item.jid).await;
@@ -155,7 +159,10 @@ async fn broadcast_available(ctx: &mut Ctx<'_>, mut el: Element) {
     }
     // RFC 6121 §4.2.2: probe contacts the user is subscribed to. Local contacts answer at once
     // with the presence of each available resource.
-    for item in items.iter().filter(|i| i.subscription.has_to()) {
+    for item in items
+        .iter()
+        .filter(|i| i.visible && i.subscription.has_to())
+    {
         if blocking::blocks(&server, &bare, &item.jid).await
             || blocking::blocks(&server, &item.jid, &bare).await
         {
@@ -170,17 +177,12 @@ async fn broadcast_available(ctx: &mut Ctx<'_>, mut el: Element) {
         }
     }
     // RFC 6121 §3.1.3: subscription requests that arrived while the user was offline.
-    match server.storage.pending_subscriptions(&bare).await {
-        Ok(pending) => {
-            for item in pending {
-                if let Some(xml) = &item.pending_in_stanza
-                    && let Ok(p) = zorg_proto::parse_element(xml, server.limits)
-                {
-                    ctx.to_self.push(p);
-                }
-            }
+    for item in items.iter().filter(|i| i.pending_in) {
+        if let Some(xml) = &item.pending_in_stanza
+            && let Ok(p) = zorg_proto::parse_element(xml, server.limits)
+        {
+            ctx.to_self.push(p);
         }
-        Err(e) => tracing::error!(error = %e, "reading pending subscriptions failed"),
     }
     // XEP-0160: offline messages go to the first available resource with priority ≥ 0.
     if prio >= 0 {
@@ -212,8 +214,11 @@ async fn broadcast_unavailable(
     el.set_attr("from", sess.handle.full.as_str());
     let bare = sess.handle.bare.clone();
     if was_available {
-        if let Ok((_, items)) = server.storage.roster(&bare).await {
-            for item in items.iter().filter(|i| i.subscription.has_from()) {
+        if let Ok(items) = server.storage.presence_items(&bare).await {
+            for item in items
+                .iter()
+                .filter(|i| i.visible && i.subscription.has_from())
+            {
                 sess.directed.remove(&item.jid);
                 let mut p = el.clone();
                 p.set_attr("to", item.jid.as_str());

@@ -125,8 +125,10 @@ pub trait RosterStore {
         owner: &str,
         contact: &str,
     ) -> impl Future<Output = Result<Option<u64>, StorageError>> + Send;
-    /// Items (visible or not) with `pending_in`, to deliver subscription requests again at login.
-    fn pending_subscriptions(
+    /// What presence handling needs, in one statement (logins are frequent): the visible
+    /// items, and the invisible ones with `pending_in` (subscription requests to deliver again
+    /// at login), sorted by contact.
+    fn presence_items(
         &self,
         owner: &str,
     ) -> impl Future<Output = Result<Vec<RosterItem>, StorageError>> + Send;
@@ -166,6 +168,8 @@ pub trait OfflineStore {
     ) -> impl Future<Output = Result<u64, StorageError>> + Send;
     /// How many messages the account holds.
     fn offline_count(&self, owner: &str) -> impl Future<Output = Result<u64, StorageError>> + Send;
+    /// Every account that holds at least one message (read once at start).
+    fn offline_owners(&self) -> impl Future<Output = Result<Vec<String>, StorageError>> + Send;
 }
 
 /// XEP-0191: Blocking Command (items use XEP-0016 JID matching).
@@ -318,9 +322,9 @@ impl RosterStore for Storage {
             Pool::Sqlite(db) => db.remove_roster_item(owner, contact).await,
         }
     }
-    async fn pending_subscriptions(&self, owner: &str) -> Result<Vec<RosterItem>, StorageError> {
+    async fn presence_items(&self, owner: &str) -> Result<Vec<RosterItem>, StorageError> {
         match &self.pool {
-            Pool::Sqlite(db) => db.pending_subscriptions(owner).await,
+            Pool::Sqlite(db) => db.presence_items(owner).await,
         }
     }
     async fn roster_owners_with(
@@ -362,6 +366,11 @@ impl OfflineStore for Storage {
     async fn offline_count(&self, owner: &str) -> Result<u64, StorageError> {
         match &self.pool {
             Pool::Sqlite(db) => db.offline_count(owner).await,
+        }
+    }
+    async fn offline_owners(&self) -> Result<Vec<String>, StorageError> {
+        match &self.pool {
+            Pool::Sqlite(db) => db.offline_owners().await,
         }
     }
 }

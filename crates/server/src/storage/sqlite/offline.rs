@@ -48,6 +48,16 @@ impl Sqlite {
         })
     }
 
+    pub(crate) async fn offline_owners(&self) -> Result<Vec<String>, StorageError> {
+        let rows = sqlx::query("SELECT DISTINCT owner FROM offline_messages")
+            .fetch_all(&self.reader)
+            .await
+            .map_err(db_error)?;
+        rows.iter()
+            .map(|r| r.try_get("owner").map_err(db_error))
+            .collect()
+    }
+
     pub(crate) async fn offline_messages(
         &self,
         owner: &str,

@@ -214,12 +214,13 @@ impl Sqlite {
         Ok(Some(version))
     }
 
-    pub(crate) async fn pending_subscriptions(
+    pub(crate) async fn presence_items(
         &self,
         owner: &str,
     ) -> Result<Vec<RosterItem>, StorageError> {
         let rows = sqlx::query(select_items!(
-            "WHERE i.owner = ?1 AND i.pending_in = 1 ORDER BY i.contact, g.position"
+            "WHERE i.owner = ?1 AND (i.visible = 1 OR i.pending_in = 1) \
+             ORDER BY i.contact, g.position"
         ))
         .bind(owner)
         .fetch_all(&self.reader)

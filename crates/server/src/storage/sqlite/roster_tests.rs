@@ -147,8 +147,8 @@ async fn invisible_items_are_hidden_from_the_roster_only() {
     );
     assert_eq!(db.roster_item(ALICE, "nobody@x").await.unwrap(), None);
     assert_eq!(
-        db.pending_subscriptions(ALICE).await.unwrap(),
-        vec![shown, hidden]
+        db.presence_items(ALICE).await.unwrap(),
+        vec![shown, item("c@x", Subscription::None), hidden]
     );
 }
 
