@@ -3,6 +3,7 @@
 //! - `zorg serve [--config FILE]` runs the server until SIGINT or SIGTERM;
 //! - `zorg user add|del|passwd|list` manages accounts in the server's database;
 //! - `zorg config check FILE` reports every problem in a config file;
+//! - `zorg ca init|issue|revoke|crl|list` is the auditor's certificate authority (docs/ca.md);
 //! - `zorg --version`.
 //!
 //! Each command's errors are written for the operator who typed it: what went wrong and what to
@@ -10,6 +11,7 @@
 
 #![forbid(unsafe_code)]
 
+mod ca;
 mod check;
 mod serve;
 mod settings;
@@ -52,6 +54,10 @@ enum Command {
     /// Work with configuration files.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// The auditor's certificate authority: make a root, issue and revoke server
+    /// certificates, publish CRLs (docs/ca.md).
+    #[command(subcommand)]
+    Ca(ca::CaCommand),
 }
 
 /// The `--config FILE` option shared by the commands that need a configuration.
@@ -81,6 +87,7 @@ fn main() -> ExitCode {
         Command::Serve(arg) => serve::run(arg.config.as_deref()),
         Command::User(cmd) => user::run(cmd),
         Command::Config(ConfigCommand::Check { file }) => check::run(&file),
+        Command::Ca(cmd) => ca::run(cmd),
     };
     match result {
         Ok(code) => code,
