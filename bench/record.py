@@ -33,6 +33,8 @@ def summary(v):
         parts.append("ok=%s exists=%s failed=%s" % (v.get("ok"), v.get("exists"), v.get("failed")))
     if "login_rate" in v:
         parts.append("%s logins/s p99=%s ms failed=%s" % (v.get("login_rate"), v.get("login_p99_ms"), v.get("logins_failed")))
+    if "handshake_rate" in v:
+        parts.append("%s handshakes/s p99=%s ms failed=%s" % (v.get("handshake_rate"), v.get("handshake_p99_ms"), v.get("failed")))
     if "msgs_per_sec" in v:
         lat = v.get("latency_us") or {}
         parts.append("%s msgs/s p50=%s p99=%s us lost=%s" % (v.get("msgs_per_sec"), lat.get("p50"), lat.get("p99"), v.get("lost")))
