@@ -813,6 +813,23 @@ measure() { # the measurement set against the running server
     done
 }
 
+# start_baseline MODE LOG LABEL: starts `zorg-bench MODE` (relay-server or tls-server) on the relay's
+# port with the relay's certificate; records a failure under LABEL if it does not come up.
+start_baseline() {
+    local d="$work/relay"
+    "$BENCH" --threads "$RELAY_THREADS" "$1" --listen "127.0.0.1:$relay_port" --cert "$d/cert.pem" --key "$d/key.pem" \
+        >"$d/$2" 2>&1 </dev/null &
+    cur_kind=relay cur_pid=$!
+    disown "$cur_pid"
+    srv_port=$relay_port srv_dport=$relay_port
+    if ! wait_port "$relay_port" "$cur_pid" 30; then
+        tail -n 20 "$d/$2" >&2
+        record_failure relay "$3" "zorg-bench $1 did not start"
+        stop_server
+        return 1
+    fi
+}
+
 run_relay() {
     local d="$work/relay" rep
     mkdir -p "$d"
@@ -821,17 +838,7 @@ run_relay() {
         record_failure relay start "port $relay_port in use"
         return 1
     fi
-    "$BENCH" --threads "$RELAY_THREADS" relay-server --listen "127.0.0.1:$relay_port" --cert "$d/cert.pem" --key "$d/key.pem" \
-        >"$d/server.log" 2>&1 </dev/null &
-    cur_kind=relay cur_pid=$!
-    disown "$cur_pid"
-    srv_port=$relay_port srv_dport=$relay_port
-    if ! wait_port "$relay_port" "$cur_pid" 30; then
-        tail -n 20 "$d/server.log" >&2
-        record_failure relay start "the relay server did not start"
-        stop_server
-        return 1
-    fi
+    start_baseline relay-server server.log start || return 1
     for ((rep = 1; rep <= REPS; rep++)); do
         server_alive || break
         bench_run relay closed "$rep" relay --server "127.0.0.1:$relay_port" --ca "$d/cert.pem" \
@@ -841,16 +848,7 @@ run_relay() {
     done
     stop_server
     # The bare TLS server: full handshakes and nothing else (recorded under the relay's name).
-    "$BENCH" --threads "$RELAY_THREADS" tls-server --listen "127.0.0.1:$relay_port" --cert "$d/cert.pem" --key "$d/key.pem" \
-        >"$d/tls-server.log" 2>&1 </dev/null &
-    cur_kind=relay cur_pid=$!
-    disown "$cur_pid"
-    if ! wait_port "$relay_port" "$cur_pid" 30; then
-        tail -n 20 "$d/tls-server.log" >&2
-        record_failure relay handshake "the bare TLS server did not start"
-        stop_server
-        return 1
-    fi
+    start_baseline tls-server tls-server.log handshake || return 1
     for ((rep = 1; rep <= REPS; rep++)); do
         server_alive || break
         run_threads=$LOGIN_THREADS bench_run relay handshake "$rep" handshakes --server "127.0.0.1:$relay_port" \
