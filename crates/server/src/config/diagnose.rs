@@ -149,7 +149,7 @@ enum Seg {
 }
 
 /// A key as written in a path: bare when TOML allows, quoted otherwise.
-fn key_string(key: &str) -> String {
+pub(super) fn key_string(key: &str) -> String {
     let bare = !key.is_empty()
         && key
             .bytes()
@@ -324,10 +324,15 @@ fn schema() -> Option<toml::Table> {
         d.certificate = Some("certificate".into());
         d.key = Some("key".into());
     }
-    match toml::Value::try_from(&sample).ok()? {
-        toml::Value::Table(t) => Some(t),
-        _ => None,
+    let toml::Value::Table(mut schema) = toml::Value::try_from(&sample).ok()? else {
+        return None;
+    };
+    // `[federation.hosts]` is a map whose keys are the operator's domains, not ours to check: a
+    // non-table placeholder stops the walk there.
+    if let Some(toml::Value::Table(federation)) = schema.get_mut("federation") {
+        federation.insert("hosts".into(), toml::Value::Boolean(true));
     }
+    Some(schema)
 }
 
 /// Walks the file's tree against the schema, reporting and removing unknown keys.

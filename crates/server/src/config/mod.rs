@@ -6,9 +6,12 @@
 //! tests keep the two in step.
 
 mod diagnose;
+mod federation;
 mod sections;
 mod values;
 
+#[cfg(test)]
+mod federation_tests;
 #[cfg(test)]
 mod tests;
 
@@ -17,6 +20,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub use federation::{FederationConfig, S2sConfig};
 pub use sections::{
     C2sConfig, DomainConfig, LimitsConfig, LogConfig, LogFormat, ModulesConfig, RegistrationConfig,
 };
@@ -38,6 +42,10 @@ pub struct Config {
     pub c2s: C2sConfig,
     /// `[limits]`: resource limits per connection, account and address.
     pub limits: LimitsConfig,
+    /// `[s2s]`: listeners for other servers, opened only when federation is enabled.
+    pub s2s: S2sConfig,
+    /// `[federation]`: trust anchors, revocation, peer lists and discovery overrides.
+    pub federation: FederationConfig,
     /// `[log]`: diagnostic log format and filter.
     pub log: LogConfig,
     /// `[registration]`: XEP-0077 in-band registration.
@@ -53,6 +61,8 @@ impl Default for Config {
             domains: vec![DomainConfig::new("localhost")],
             c2s: C2sConfig::default(),
             limits: LimitsConfig::default(),
+            s2s: S2sConfig::default(),
+            federation: FederationConfig::default(),
             log: LogConfig::default(),
             registration: RegistrationConfig::default(),
             modules: ModulesConfig::default(),
@@ -105,12 +115,20 @@ impl Config {
         sections::validate_domains(&self.domains, &mut problems);
         self.c2s.validate(&mut problems);
         self.limits.validate(&mut problems);
+        let listeners: [(&str, &str, &[std::net::SocketAddr]); 4] = [
+            ("c2s", "listen", &self.c2s.listen),
+            ("c2s", "direct_tls", &self.c2s.direct_tls),
+            ("s2s", "listen", &self.s2s.listen),
+            ("s2s", "direct_tls", &self.s2s.direct_tls),
+        ];
+        sections::validate_listeners(&listeners, &mut problems);
+        self.federation.validate(&self.s2s, &mut problems);
         self.log.validate(&mut problems);
         self.registration.validate(&mut problems);
         problems
     }
 
-    /// Makes relative `data_dir`, `certificate` and `key` paths relative to `base_dir` (the
+    /// Makes relative `data_dir`, `certificate`, `key`, trust anchor and CRL paths relative to `base_dir` (the
     /// config file's directory). Absolute paths are kept.
     pub fn resolve_relative_to(&mut self, base_dir: &Path) {
         let resolve = |p: &mut PathBuf| {
@@ -123,6 +141,14 @@ impl Config {
             d.certificate.as_mut().map(resolve);
             d.key.as_mut().map(resolve);
         }
+        let federation = &mut self.federation;
+        for p in federation
+            .trust_anchors
+            .iter_mut()
+            .chain(&mut federation.crls)
+        {
+            resolve(p);
+        }
     }
 
     /// Lower-cases domain names, so the rest of the server compares them byte for byte.
@@ -130,6 +156,7 @@ impl Config {
         for d in &mut self.domains {
             d.name.make_ascii_lowercase();
         }
+        self.federation.normalise();
     }
 }
 

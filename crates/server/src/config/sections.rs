@@ -2,7 +2,7 @@
 //! `[modules]`. Each struct has its embedded defaults, its bounds and a `validate` that reports
 //! every value out of bounds with the value's key path.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt::Display;
 use std::net::SocketAddr;
 use std::ops::RangeInclusive;
@@ -14,13 +14,13 @@ use super::Problem;
 use super::values::{DurationStr, check_domain_name, check_host_port, check_log_level};
 
 /// Collects the problems of one section, naming each `section.key`.
-struct Check<'a> {
-    problems: &'a mut Vec<Problem>,
-    section: &'static str,
+pub(super) struct Check<'a> {
+    pub(super) problems: &'a mut Vec<Problem>,
+    pub(super) section: &'static str,
 }
 
 impl Check<'_> {
-    fn push(&mut self, key: &str, message: impl Into<String>) {
+    pub(super) fn push(&mut self, key: &str, message: impl Into<String>) {
         let path = format!("{}.{key}", self.section);
         self.problems.push(Problem::new(path, message));
     }
@@ -38,7 +38,12 @@ impl Check<'_> {
         }
     }
 
-    fn duration(&mut self, key: &str, value: DurationStr, range: RangeInclusive<DurationStr>) {
+    pub(super) fn duration(
+        &mut self,
+        key: &str,
+        value: DurationStr,
+        range: RangeInclusive<DurationStr>,
+    ) {
         if !range.contains(&value) {
             let (lo, hi) = (range.start(), range.end());
             self.push(
@@ -138,6 +143,30 @@ pub(super) fn validate_domains(domains: &[DomainConfig], problems: &mut Vec<Prob
     }
 }
 
+/// Reports every listening address used twice, across the `[c2s]` and `[s2s]` lists (each
+/// given as section, key and addresses): two listeners cannot bind one address.
+pub(super) fn validate_listeners(
+    lists: &[(&str, &str, &[SocketAddr])],
+    problems: &mut Vec<Problem>,
+) {
+    let mut seen = HashMap::new();
+    for (section, key, addrs) in lists {
+        for (i, addr) in addrs.iter().enumerate() {
+            let path = format!("{section}.{key}[{i}]");
+            // Port 0 asks the system for any free port, so two of them never clash.
+            if addr.port() == 0 {
+                continue;
+            }
+            if let Some(first) = seen.get(addr) {
+                let message = format!("{addr} is listed twice (first at {first}); remove one");
+                problems.push(Problem::new(path, message));
+            } else {
+                seen.insert(*addr, path);
+            }
+        }
+    }
+}
+
 /// `[c2s]`: client-to-server listeners and per-stream behaviour.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -190,21 +219,6 @@ impl C2sConfig {
             let message =
                 "no client listener; give at least one address in `listen` or `direct_tls`";
             c.push("listen", message);
-        }
-        let mut seen = HashSet::new();
-        let listen = self
-            .listen
-            .iter()
-            .enumerate()
-            .map(|(i, a)| ("listen", i, a));
-        let direct_tls = self.direct_tls.iter().enumerate();
-        for (key, i, addr) in listen.chain(direct_tls.map(|(i, a)| ("direct_tls", i, a))) {
-            // Port 0 asks the system for any free port, so two of them never clash.
-            if addr.port() != 0 && !seen.insert(*addr) {
-                let message =
-                    format!("{addr} is listed twice in `listen`/`direct_tls`; remove one");
-                c.push(&format!("{key}[{i}]"), message);
-            }
         }
         if !self.see_other_host.is_empty()
             && let Err(e) = check_host_port(&self.see_other_host)

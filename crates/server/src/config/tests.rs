@@ -11,7 +11,7 @@ use super::*;
 const EXAMPLE: &str = include_str!("../../../../zorg.example.toml");
 
 /// A minimal valid file plus `extra` in section `section` ("" for the top level).
-fn with(section: &str, extra: &str) -> String {
+pub(super) fn with(section: &str, extra: &str) -> String {
     let header = if section.is_empty() {
         String::new()
     } else {
@@ -31,7 +31,7 @@ fn with(section: &str, extra: &str) -> String {
 }
 
 /// The problem at `path`, failing the test with all problems when there is none.
-fn problem_at<'p>(problems: &'p [Problem], path: &str) -> &'p Problem {
+pub(super) fn problem_at<'p>(problems: &'p [Problem], path: &str) -> &'p Problem {
     problems
         .iter()
         .find(|p| p.path == path)
