@@ -1,6 +1,13 @@
 //! TLS for client streams: certificates per domain (selected by SNI), a self-signed certificate
 //! generated on first start when none is configured, TLS 1.2/1.3 only (rustls with aws-lc-rs),
-//! and the channel-binding data SASL needs.
+//! and the channel-binding data SASL needs. [`trust`] holds the federation's trust: the auditor's
+//! anchors, its revocation lists and the checks a peer server's certificate must pass.
+
+mod peer_name;
+mod refusal;
+pub mod trust;
+#[cfg(test)]
+mod trust_tests;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -32,6 +39,9 @@ pub enum TlsError {
         /// What went wrong.
         why: String,
     },
+    /// The federation's trust anchors or CRLs cannot be used as configured.
+    #[error("federation trust: {0}")]
+    Trust(String),
     /// rustls refused the configuration.
     #[error("TLS configuration rejected: {0}")]
     Rustls(#[from] rustls::Error),
