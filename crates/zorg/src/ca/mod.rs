@@ -86,8 +86,8 @@ pub enum CaCommand {
         /// The file to write (PEM), replaced atomically.
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
-        /// Days until the CRL's next update: servers refuse peers once it has passed, so
-        /// publish a new CRL before then.
+        /// Days until the CRL's next update: publish a new CRL before then (servers keep
+        /// using the last one they have, so a later revocation reaches them only with it).
         #[arg(long, value_name = "N", default_value_t = 7,
               value_parser = clap::value_parser!(u32).range(1..=366))]
         days: u32,

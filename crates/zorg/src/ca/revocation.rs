@@ -103,7 +103,7 @@ pub(super) fn crl(dir: &Path, out: &Path, days: u32, now: OffsetDateTime) -> Res
         show_time(now + time::Duration::days(i64::from(days)))
     );
     println!(
-        "copy it to every server before then: servers refuse peers once their CRL is out of date"
+        "copy it to every server before then: a revocation reaches a server only with the CRL that lists it"
     );
     Ok(())
 }
