@@ -3,6 +3,8 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+/// RFC 6120 server-to-server links: the link manager, bounces and delivery from other servers.
+pub mod federation;
 pub mod modules;
 pub mod ratelimit;
 pub mod router;

@@ -6,19 +6,22 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use thiserror::Error;
-use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use zorg_proto::Limits;
 
 use crate::config::Config;
+use crate::federation::Federation;
 use crate::modules::disco;
 use crate::ratelimit::WindowCounter;
 use crate::router::{Outbound, Router};
 use crate::storage::{OfflineStore, Storage, StorageError};
-use crate::stream::c2s;
+use crate::tls::trust::FederationTrust;
 use crate::tls::{TlsError, TlsSetup};
+
+mod listen;
+use listen::{Kind, accept_loop, listen};
 
 /// Why the server could not start. Each says what to do.
 #[derive(Debug, Error)]
@@ -83,6 +86,8 @@ pub struct Server {
     /// of any other account skips the offline query (see `message::deliver_offline`). Only this
     /// process stores offline messages, so the set is exact after it is read at start.
     pub offline_hints: dashmap::DashMap<String, u64>,
+    /// Server-to-server links, when `[federation] enabled`.
+    pub federation: Option<Arc<Federation>>,
     /// Becomes `true` when the server shuts down.
     pub shutdown: watch::Receiver<bool>,
 }
@@ -111,6 +116,10 @@ pub struct RunningServer {
     pub c2s_addrs: Vec<SocketAddr>,
     /// Direct-TLS client listeners, as bound.
     pub direct_tls_addrs: Vec<SocketAddr>,
+    /// STARTTLS server-to-server listeners, as bound (empty without federation).
+    pub s2s_addrs: Vec<SocketAddr>,
+    /// Direct-TLS server-to-server listeners (XEP-0368), as bound.
+    pub s2s_direct_tls_addrs: Vec<SocketAddr>,
     shutdown_tx: watch::Sender<bool>,
     tasks: JoinSet<()>,
 }
@@ -148,6 +157,23 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         max_attributes: l.max_attributes,
     };
     let window = l.login_failure_window.get();
+    let federation = if config.federation.enabled {
+        let f = &config.federation;
+        let trust = FederationTrust::load(&f.trust_anchors, &f.crls)?;
+        let crls = trust.verifiers().crl_count;
+        tracing::info!(
+            anchors = f.trust_anchors.len(),
+            crls,
+            "federation trust loaded"
+        );
+        Some(Arc::new(Federation::new(
+            f,
+            trust,
+            l.max_unauthenticated as usize,
+        )))
+    } else {
+        None
+    };
     let server = Arc::new(Server {
         domains: config.domains.iter().map(|d| d.name.clone()).collect(),
         failures_by_account: WindowCounter::new(l.login_failures_per_account, window),
@@ -166,15 +192,36 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         fake_secret,
         blocklists: dashmap::DashMap::new(),
         offline_hints,
+        federation,
         shutdown: shutdown_rx,
         config,
     });
     let mut tasks = JoinSet::new();
     let mut c2s_addrs = Vec::new();
     let mut direct_tls_addrs = Vec::new();
-    for (addrs, direct, out) in [
-        (&server.config.c2s.listen, false, &mut c2s_addrs),
-        (&server.config.c2s.direct_tls, true, &mut direct_tls_addrs),
+    let mut s2s_addrs = Vec::new();
+    let mut s2s_direct_tls_addrs = Vec::new();
+    let none = Vec::new();
+    let s2s = |addrs| {
+        if server.federation.is_some() {
+            addrs
+        } else {
+            &none
+        }
+    };
+    for (addrs, kind, out) in [
+        (&server.config.c2s.listen, Kind::C2s, &mut c2s_addrs),
+        (
+            &server.config.c2s.direct_tls,
+            Kind::C2sDirect,
+            &mut direct_tls_addrs,
+        ),
+        (s2s(&server.config.s2s.listen), Kind::S2s, &mut s2s_addrs),
+        (
+            s2s(&server.config.s2s.direct_tls),
+            Kind::S2sDirect,
+            &mut s2s_direct_tls_addrs,
+        ),
     ] {
         for addr in addrs {
             let listener = listen(*addr).map_err(|e| StartError::Bind {
@@ -186,74 +233,24 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
                 why: e.to_string(),
             })?;
             out.push(local);
-            tasks.spawn(accept_loop(server.clone(), listener, direct));
+            tasks.spawn(accept_loop(server.clone(), listener, kind));
         }
+    }
+    if let Some(fed) = &server.federation {
+        tasks.spawn(crate::federation::reload_crls(
+            fed.clone(),
+            server.shutdown.clone(),
+        ));
     }
     Ok(RunningServer {
         server,
         c2s_addrs,
         direct_tls_addrs,
+        s2s_addrs,
+        s2s_direct_tls_addrs,
         shutdown_tx,
         tasks,
     })
-}
-
-/// Binds a listener with a backlog for reconnect storms (std's default of 128 drops SYNs when
-/// thousands of clients come back after a restart).
-fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let socket = if addr.is_ipv4() {
-        tokio::net::TcpSocket::new_v4()?
-    } else {
-        tokio::net::TcpSocket::new_v6()?
-    };
-    socket.set_reuseaddr(true)?;
-    socket.bind(addr)?;
-    socket.listen(LISTEN_BACKLOG)
-}
-
-/// Pending connections the kernel queues per listener.
-const LISTEN_BACKLOG: u32 = 1024;
-
-async fn accept_loop(server: Arc<Server>, listener: TcpListener, direct_tls: bool) {
-    let mut shutdown = server.shutdown.clone();
-    let mut conns = JoinSet::new();
-    loop {
-        tokio::select! {
-            _ = shutdown.changed() => break,
-            // Reap finished connection tasks so the set does not grow.
-            Some(_) = conns.join_next(), if !conns.is_empty() => {}
-            r = listener.accept() => match r {
-                Ok((tcp, peer)) => {
-                    let _ = tcp.set_nodelay(true);
-                    conns.spawn(handle_connection(server.clone(), tcp, peer, direct_tls));
-                }
-                Err(e) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            }
-        }
-    }
-    // Give sessions time to send <system-shutdown/> and flush.
-    let _ = tokio::time::timeout(Duration::from_secs(10), async {
-        while conns.join_next().await.is_some() {}
-    })
-    .await;
-}
-
-async fn handle_connection(
-    server: Arc<Server>,
-    tcp: TcpStream,
-    peer: SocketAddr,
-    direct_tls: bool,
-) {
-    // Cap unauthenticated connections; the permit is released once the session is bound.
-    let Ok(permit) = server.unauthenticated.clone().try_acquire_owned() else {
-        tracing::warn!(%peer, "too many unauthenticated connections; refusing");
-        return;
-    };
-    c2s::serve(server, tcp, peer, direct_tls, permit).await;
 }
 
 impl RunningServer {

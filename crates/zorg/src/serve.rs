@@ -40,6 +40,8 @@ async fn serve(config: Config, config_path: Option<&Path>) -> Result<ExitCode, S
     tracing::info!(
         c2s = ?running.c2s_addrs,
         direct_tls = ?running.direct_tls_addrs,
+        s2s = ?running.s2s_addrs,
+        s2s_direct_tls = ?running.s2s_direct_tls_addrs,
         data_dir = %data_dir.display(),
         version = env!("CARGO_PKG_VERSION"),
         "zorg started"
@@ -109,6 +111,12 @@ fn banner(running: &RunningServer, data_dir: &Path, config_path: Option<&Path>) 
     }
     for addr in &running.direct_tls_addrs {
         let _ = writeln!(out, "Clients (direct TLS, XEP-0368): {addr}");
+    }
+    for addr in &running.s2s_addrs {
+        let _ = writeln!(out, "Servers (STARTTLS): {addr}");
+    }
+    for addr in &running.s2s_direct_tls_addrs {
+        let _ = writeln!(out, "Servers (direct TLS, XEP-0368): {addr}");
     }
     let domain = running
         .server

@@ -61,14 +61,14 @@ pub async fn from_client(ctx: &mut Ctx<'_>, el: Element, to: Option<Jid>) {
             return;
         }
         Target::Remote(domain) => {
-            if MessageType::of(&el) != MessageType::Error {
-                ctx.reply_error(
-                    &el,
-                    StanzaError::new(StanzaCondition::RemoteServerNotFound).with_text(format!(
-                        "{domain} is not served here and federation is not enabled"
-                    )),
-                );
+            let contact = to.map(|j| j.to_bare().to_string()).unwrap_or_default();
+            if let Some(err) = blocking::sender_blocks(ctx, &contact).await {
+                if MessageType::of(&el) != MessageType::Error {
+                    ctx.reply_error(&el, err);
+                }
+                return;
             }
+            crate::federation::send(ctx.server, el, &domain);
             return;
         }
     };

@@ -176,15 +176,16 @@ pub async fn iq_from_client(ctx: &mut Ctx<'_>, el: Element, to: Option<Jid>) {
                 None => {}
             }
         }
+        // Requests, results and errors alike go over the link to the remote domain.
         Target::Remote(domain) => {
-            if request {
-                ctx.reply_error(
-                    &el,
-                    StanzaError::new(StanzaCondition::RemoteServerNotFound).with_text(format!(
-                        "{domain} is not served here and federation is not enabled"
-                    )),
-                );
+            let contact = to.map(|j| j.to_bare().to_string()).unwrap_or_default();
+            if let Some(err) = blocking::sender_blocks(ctx, &contact).await {
+                if request {
+                    ctx.reply_error(&el, err);
+                }
+                return;
             }
+            crate::federation::send(ctx.server, el, &domain);
         }
     }
 }

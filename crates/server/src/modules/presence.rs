@@ -73,16 +73,26 @@ pub async fn from_client(ctx: &mut Ctx<'_>, mut el: Element, to: Option<Jid>) {
 /// Directed presence (RFC 6121 §4.6) or a presence error, to one entity.
 async fn relay_directed(ctx: &mut Ctx<'_>, el: Element, to: &Jid, available: bool) {
     let t = target(ctx, &Some(to.clone()));
-    let (bare, resource) = match t {
-        Target::OwnAccount => (ctx.bare().to_owned(), None),
-        Target::LocalBare(b) => (b, None),
-        Target::LocalFull { bare, resource } => (bare, Some(resource)),
-        // Nothing to do for presence to the server or, without federation, to remote domains.
-        Target::Server(_) | Target::Remote(_) => return,
-    };
-    if blocking::blocks(ctx.server, ctx.bare(), &to.to_string()).await {
+    // Nothing to do for presence to the server.
+    if matches!(t, Target::Server(_))
+        || blocking::blocks(ctx.server, ctx.bare(), &to.to_string()).await
+    {
         return;
     }
+    track_directed(ctx, &el, to, available);
+    match t {
+        Target::OwnAccount => deliver(ctx.server, el, ctx.bare(), None).await,
+        Target::LocalBare(b) => deliver(ctx.server, el, &b, None).await,
+        Target::LocalFull { bare, resource } => {
+            deliver(ctx.server, el, &bare, Some(&resource)).await;
+        }
+        Target::Remote(domain) => crate::federation::send(ctx.server, el, &domain),
+        Target::Server(_) => {}
+    }
+}
+
+/// Remembers who got directed available presence, to send them unavailable at the end.
+fn track_directed(ctx: &mut Ctx<'_>, el: &Element, to: &Jid, available: bool) {
     let key = to.to_string();
     if el.attr("type") != Some("error") {
         if available {
@@ -91,7 +101,6 @@ async fn relay_directed(ctx: &mut Ctx<'_>, el: Element, to: &Jid, available: boo
             ctx.sess.directed.remove(&key);
         }
     }
-    deliver(ctx.server, el, &bare, resource.as_deref()).await;
 }
 
 /// Delivers a presence stanza (with `from` set) to a local account: to one resource, or to
@@ -158,7 +167,7 @@ async fn broadcast_available(ctx: &mut Ctx<'_>, mut el: Element) {
         return;
     }
     // RFC 6121 §4.2.2: probe contacts the user is subscribed to. Local contacts answer at once
-    // with the presence of each available resource.
+    // with the presence of each available resource; remote ones get a probe from the bare JID.
     for item in items
         .iter()
         .filter(|i| i.visible && i.subscription.has_to())
@@ -166,6 +175,14 @@ async fn broadcast_available(ctx: &mut Ctx<'_>, mut el: Element) {
         if blocking::blocks(&server, &bare, &item.jid).await
             || blocking::blocks(&server, &item.jid, &bare).await
         {
+            continue;
+        }
+        if let Some(domain) = remote_domain(&server, &item.jid) {
+            let probe = Element::new("presence", ns::CLIENT)
+                .with_attr("type", "probe")
+                .with_attr("from", bare.as_str())
+                .with_attr("to", item.jid.as_str());
+            crate::federation::send(&server, probe, &domain);
             continue;
         }
         for h in server.router.sessions(&item.jid) {
@@ -190,13 +207,43 @@ async fn broadcast_available(ctx: &mut Ctx<'_>, mut el: Element) {
     }
 }
 
-/// Sends a presence from a local user to a contact's bare JID (local contacts only until
-/// federation exists).
+/// The domain of `jid` if it is not served here (the stanza goes over federation).
+fn remote_domain(server: &Server, jid: &str) -> Option<String> {
+    let j = Jid::new(jid).ok()?;
+    let domain = j.domain().as_str();
+    (!server.serves(domain)).then(|| domain.to_owned())
+}
+
+/// Sends a presence from a local user to a contact's bare JID, here or over federation.
 async fn send_to_contact(server: &Arc<Server>, p: Element, contact: &str) {
+    if let Some(domain) = remote_domain(server, contact) {
+        crate::federation::send(server, p, &domain);
+        return;
+    }
     let domain = contact.rsplit_once('@').map(|(_, d)| d).unwrap_or(contact);
     if server.serves(domain) && contact.contains('@') {
         deliver(server, p, contact, None).await;
     }
+}
+
+/// RFC 6121 §4.3.2: a probe from `prober` (a remote or local full or bare JID) for the local
+/// account `owner` is answered with the presence of each available resource, but only when the
+/// prober has a subscription to it ("from" or "both") and is not blocked.
+pub async fn answer_probe(server: &Arc<Server>, owner: &str, prober: &str) {
+    let Ok(p) = Jid::new(prober) else { return };
+    let contact = p.to_bare().to_string();
+    let subscribed = match server.storage.roster_item(owner, &contact).await {
+        Ok(Some(item)) => item.subscription.has_from(),
+        Ok(None) => false,
+        Err(e) => {
+            tracing::error!(error = %e, "roster read for a presence probe failed");
+            false
+        }
+    };
+    if !subscribed || blocking::blocks(server, owner, prober).await {
+        return;
+    }
+    send_current_from_all(server, owner, prober).await;
 }
 
 /// Unavailable presence from a session: to subscribers, directed-presence targets and the
@@ -241,6 +288,8 @@ async fn broadcast_unavailable(
             let b = j.to_bare().to_string();
             if server.serves(j.domain().as_str()) {
                 deliver(server, p, &b, res.as_deref()).await;
+            } else {
+                crate::federation::send(server, p, j.domain().as_str());
             }
         }
     }
@@ -281,7 +330,11 @@ async fn send_current_from_all(server: &Arc<Server>, owner: &str, contact: &str)
 
 async fn send_unblocked(server: &Arc<Server>, p: Element, contact: &str) {
     let Ok(j) = Jid::new(contact) else { return };
-    if !server.serves(j.domain().as_str()) || j.node().is_none() {
+    if !server.serves(j.domain().as_str()) {
+        crate::federation::send(server, p, j.domain().as_str());
+        return;
+    }
+    if j.node().is_none() {
         return;
     }
     let res = j.resource().map(|r| r.to_string());
@@ -333,7 +386,7 @@ async fn outbound_subscription(ctx: &mut Ctx<'_>, el: Element, contact: &str, ki
     }
 }
 
-/// Hands a subscription stanza to the contact's server: here, a local account.
+/// Hands a subscription stanza to the contact's server: here, or over federation.
 async fn route_subscription(
     server: &Arc<Server>,
     stanza: Element,
@@ -341,6 +394,10 @@ async fn route_subscription(
     contact: &str,
     kind: SubKind,
 ) {
+    if let Some(domain) = remote_domain(server, contact) {
+        crate::federation::send(server, stanza, &domain);
+        return;
+    }
     let domain = contact.rsplit_once('@').map(|(_, d)| d).unwrap_or(contact);
     if server.serves(domain) && contact.contains('@') {
         Box::pin(inbound_subscription(server, contact, from, kind, stanza)).await;

@@ -27,23 +27,13 @@ pub async fn serve(
     direct_tls: bool,
     permit: OwnedSemaphorePermit,
 ) {
-    let deadline = tokio::time::Instant::now() + server.config.limits.pre_auth_timeout.get();
-    let mut shutdown = server.shutdown.clone();
     // The negotiation's result lives only in this block: a local still in scope at the
     // session's await would keep its 1.9 KiB in this task for the whole session.
     let session = {
-        let negotiated = tokio::select! {
         // Boxed, like the session below: the connection's task then holds only the phase it
         // is in, not the largest state of both (measured: 12 KiB per idle session otherwise).
-        r = tokio::time::timeout_at(deadline, Box::pin(negotiate(&server, tcp, peer, direct_tls))) => match r {
-            Ok(r) => r,
-            Err(_) => {
-                tracing::debug!(%peer, "pre-authentication timeout");
-                None
-            }
-        },
-        _ = shutdown.changed() => None,
-        };
+        let negotiation = Box::pin(negotiate(&server, tcp, peer, direct_tls));
+        let negotiated = super::pre_auth(&server, peer, "client", negotiation).await;
         let Some((stream, bound)) = negotiated else {
             return;
         };
@@ -113,6 +103,13 @@ async fn negotiate(
 async fn starttls(server: &Arc<Server>, tcp: TcpStream) -> Option<TcpStream> {
     let mut s = XmlStream::new(tcp, server.limits, server.config.limits.read_rate);
     open_stream(server, &mut s).await?;
+    require_starttls(s).await
+}
+
+/// After the stream headers of a plain-text stream (client or server): offer STARTTLS as
+/// required, answer `<starttls/>` with `<proceed/>` and give back the connection for TLS.
+/// Anything else ends the stream with `<policy-violation/>`.
+pub(crate) async fn require_starttls(mut s: XmlStream<TcpStream>) -> Option<TcpStream> {
     s.queue_features(&[
         Element::new("starttls", ns::TLS).with_child(Element::new("required", ns::TLS))
     ]);

@@ -5,6 +5,7 @@
 
 mod peer_name;
 mod refusal;
+pub mod s2s;
 pub mod trust;
 #[cfg(test)]
 mod trust_tests;
@@ -70,6 +71,8 @@ pub struct TlsSetup {
     pub certs: Vec<DomainCert>,
     /// Server configuration for client streams.
     pub server_config: Arc<rustls::ServerConfig>,
+    /// Picks the certificate by SNI; shared with the s2s configuration.
+    resolver: Arc<SniResolver>,
 }
 
 impl TlsSetup {
@@ -140,17 +143,24 @@ impl TlsSetup {
                 .collect(),
             default: certs.first().map(|c| c.key.clone()),
         };
+        let resolver = Arc::new(resolver);
         let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
             .with_no_client_auth()
-            .with_cert_resolver(Arc::new(resolver));
+            .with_cert_resolver(resolver.clone());
         cfg.alpn_protocols = vec![b"xmpp-client".to_vec()];
         // XEP-0368 direct TLS clients may offer ALPN "xmpp-client"; STARTTLS clients offer none.
         cfg.ignore_client_order = false;
         Ok(TlsSetup {
             certs,
             server_config: Arc::new(cfg),
+            resolver,
         })
+    }
+
+    /// The certificate of exactly `domain`, if it is served.
+    pub fn cert_of(&self, domain: &str) -> Option<&DomainCert> {
+        self.certs.iter().find(|c| c.domain == domain)
     }
 
     /// The certificate of `domain`, or of the first domain.

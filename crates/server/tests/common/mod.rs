@@ -100,11 +100,16 @@ impl TestServer {
 
     /// Logs in `user@localhost` with SCRAM-SHA-256 and binds `resource`.
     pub async fn login(&self, user: &str, resource: &str) -> Client {
-        let mut c = Client::connect_starttls(self.starttls, "localhost").await;
+        self.login_at("localhost", user, resource).await
+    }
+
+    /// Logs in `user@domain` with SCRAM-SHA-256 and binds `resource`.
+    pub async fn login_at(&self, domain: &str, user: &str, resource: &str) -> Client {
+        let mut c = Client::connect_starttls(self.starttls, domain).await;
         c.auth_scram(user, "pass", Scram::Sha256, None)
             .await
             .expect("login");
-        c.bind(Some(resource)).await;
+        c.bind_at(domain, Some(resource)).await;
         c
     }
 
@@ -117,7 +122,7 @@ impl TestServer {
 }
 
 #[derive(Debug)]
-struct AcceptAny;
+pub struct AcceptAny;
 
 impl ServerCertVerifier for AcceptAny {
     fn verify_server_cert(
@@ -280,6 +285,23 @@ impl Client {
             "expected features, got {}",
             f.to_xml("")
         );
+        self.features = Some(f);
+    }
+
+    /// Opens a server stream (`jabber:server`) from `from` to `to` and reads the header and
+    /// features, as another server would.
+    pub async fn open_s2s(&mut self, from: &str, to: &str) {
+        self.parser = StreamParser::new(Limits::default());
+        self.send(&format!(
+            "<?xml version='1.0'?><stream:stream xmlns='jabber:server' xmlns:stream='http://etherx.jabber.org/streams' from='{from}' to='{to}' version='1.0'>"
+        ))
+        .await;
+        match self.frame().await {
+            Some(Frame::StreamOpen(_)) => {}
+            other => panic!("expected stream header, got {other:?}"),
+        }
+        let f = self.next().await;
+        assert!(f.is("features", ns::STREAM), "{}", f.to_xml(""));
         self.features = Some(f);
     }
 
@@ -512,7 +534,12 @@ impl Client {
 
     /// After SASL success: restart the stream and bind.
     pub async fn bind(&mut self, resource: Option<&str>) -> String {
-        self.open("localhost").await;
+        self.bind_at("localhost", resource).await
+    }
+
+    /// After SASL success: restart the stream to `domain` and bind.
+    pub async fn bind_at(&mut self, domain: &str, resource: Option<&str>) -> String {
+        self.open(domain).await;
         let f = self.features.clone().unwrap();
         assert!(f.has_child("bind", ns::BIND), "{}", f.to_xml(""));
         let r = resource

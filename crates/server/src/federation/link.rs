@@ -1,0 +1,184 @@
+//! One outbound link's task: connect within `connect_timeout`, write what is queued, close when
+//! idle, and account for every stanza it was given: written, handed to a successor link, or
+//! bounced to its sender.
+
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+use zorg_proto::{Element, Frame, StanzaCondition, StreamCondition, StreamError};
+
+use super::{Federation, incoming};
+use crate::server::Server;
+use crate::stream::io::XmlStream;
+use crate::stream::s2s::outbound::{self, Failure, Tls};
+
+/// How a link ended, which decides what happens to stanzas still queued.
+enum End {
+    /// Never came up, or broke: bounce with this condition and text.
+    Bounce(StanzaCondition, String),
+    /// Closed on purpose (idle, peer closed cleanly): queued stanzas go to a new link.
+    Requeue,
+    /// Server shutdown: bounce, the senders' sessions are closing too.
+    Shutdown,
+}
+
+/// An outbound link from `key.0` to `key.1`.
+pub(super) struct Link {
+    server: Arc<Server>,
+    fed: Arc<Federation>,
+    id: u64,
+    key: (String, String),
+}
+
+impl Link {
+    pub(super) fn new(
+        server: Arc<Server>,
+        fed: Arc<Federation>,
+        id: u64,
+        key: (String, String),
+    ) -> Link {
+        Link {
+            server,
+            fed,
+            id,
+            key,
+        }
+    }
+
+    /// Runs the link until it ends, then settles the queue.
+    pub(super) async fn run(self, mut rx: mpsc::Receiver<Box<Element>>) {
+        let end = match self.establish().await {
+            Ok(s) => self.carry(Box::new(s), &mut rx).await,
+            Err(end) => end,
+        };
+        // Leave the map first, so that new stanzas start a new link, then refuse new ones and
+        // settle what is left: nothing is lost between the two steps.
+        self.fed.links.remove_if(&self.key, |_, e| e.id == self.id);
+        rx.close();
+        let (local, remote) = (&self.key.0, &self.key.1);
+        let mut left = 0;
+        while let Ok(el) = rx.try_recv() {
+            left += 1;
+            match &end {
+                End::Requeue => super::send(&self.server, *el, remote),
+                End::Bounce(cond, text) => incoming::bounce(&self.server, *el, *cond, text),
+                End::Shutdown => {
+                    let text = "the server is shutting down";
+                    incoming::bounce(
+                        &self.server,
+                        *el,
+                        StanzaCondition::RemoteServerTimeout,
+                        text,
+                    );
+                }
+            }
+        }
+        tracing::info!(%local, %remote, settled = left, "outbound s2s link closed");
+    }
+
+    async fn establish(&self) -> Result<XmlStream<Tls>, End> {
+        let (local, remote) = (&self.key.0, &self.key.1);
+        let Some(addr) = self.fed.resolve(remote) else {
+            let text = format!("no address known for {remote}");
+            tracing::warn!(%local, %remote, "outbound s2s link refused: {text} (only [federation.hosts] is consulted so far)");
+            return Err(End::Bounce(StanzaCondition::RemoteServerNotFound, text));
+        };
+        let timeout = self.server.config.federation.connect_timeout.get();
+        let mut shutdown = self.server.shutdown.clone();
+        let connecting = Box::pin(outbound::connect(
+            &self.server,
+            &self.fed,
+            local,
+            remote,
+            addr,
+        ));
+        let r = tokio::select! {
+            r = tokio::time::timeout(timeout, connecting) => r,
+            _ = shutdown.changed() => return Err(End::Shutdown),
+        };
+        match r {
+            Ok(Ok(s)) => {
+                tracing::info!(%local, %remote, %addr, "outbound s2s link accepted");
+                Ok(s)
+            }
+            Ok(Err(f)) => {
+                let reason = match &f {
+                    Failure::Refused { reason, .. } => reason,
+                    Failure::NotFound(_) => "not-found",
+                    Failure::Unreachable(_) => "unreachable",
+                };
+                tracing::warn!(%local, %remote, %addr, reason, "outbound s2s link refused: {f}");
+                Err(End::Bounce(
+                    StanzaCondition::RemoteServerNotFound,
+                    f.to_string(),
+                ))
+            }
+            Err(_) => {
+                let text = format!(
+                    "{remote} did not complete a link within {}s",
+                    timeout.as_secs()
+                );
+                tracing::warn!(%local, %remote, %addr, reason = "timeout", "outbound s2s link failed: {text}");
+                Err(End::Bounce(StanzaCondition::RemoteServerTimeout, text))
+            }
+        }
+    }
+
+    /// Writes queued stanzas until the link is idle, broken or shut down.
+    async fn carry(
+        &self,
+        mut s: Box<XmlStream<Tls>>,
+        rx: &mut mpsc::Receiver<Box<Element>>,
+    ) -> End {
+        let idle = self.server.config.federation.idle_timeout.get();
+        let mut shutdown = self.server.shutdown.clone();
+        let broken = |what: &str| {
+            let text = format!("the link to {} broke ({what})", self.key.1);
+            End::Bounce(StanzaCondition::RemoteServerNotFound, text)
+        };
+        loop {
+            let idle_at = s.last_write.max(s.last_read) + idle;
+            tokio::select! {
+                m = rx.recv() => {
+                    let Some(el) = m else { return End::Requeue };
+                    s.queue(&el);
+                    // One write for whatever else is waiting.
+                    for _ in 0..64 {
+                        match rx.try_recv() {
+                            Ok(el) => s.queue(&el),
+                            Err(_) => break,
+                        }
+                    }
+                    if s.flush().await.is_err() {
+                        return broken("write failed");
+                    }
+                }
+                // Peers send nothing but whitespace on our outbound stream (RFC 6120 §4.2: a
+                // stream is one-way without bidi); a stream close or error ends the link.
+                f = s.next_frame() => match f {
+                    Ok(Frame::Stanza(el)) if el.name() == "error" => {
+                        tracing::info!(local = %self.key.0, remote = %self.key.1, error = %el.to_xml(""), "peer closed the outbound s2s link with an error");
+                        return broken("stream error from the peer");
+                    }
+                    Ok(Frame::Stanza(_)) => {
+                        s.fail(&StreamError::new(StreamCondition::UnsupportedStanzaType)).await;
+                        return broken("unexpected stanza");
+                    }
+                    Ok(Frame::StreamClose) => {
+                        s.close().await;
+                        return End::Requeue;
+                    }
+                    Ok(Frame::StreamOpen(_)) | Err(_) => return broken("connection lost"),
+                },
+                _ = tokio::time::sleep_until(idle_at) => {
+                    s.close().await;
+                    return End::Requeue;
+                }
+                _ = shutdown.changed() => {
+                    s.fail(&StreamError::new(StreamCondition::SystemShutdown)).await;
+                    return End::Shutdown;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,216 @@
+//! Federation: the link manager for server-to-server links. One outbound link per (local domain,
+//! remote domain) pair, found here by the router's callers, created on first use, reused while it
+//! carries traffic and closed after `[federation] idle_timeout`. Stanzas wait in a bounded queue
+//! while the link connects; if it cannot be set up they are bounced to their senders
+//! (RFC 6120 §8.3.3), so nothing vanishes.
+//!
+//! [`incoming`] routes what arrives from other servers (and the bounces) to local accounts.
+
+pub mod incoming;
+mod link;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
+
+use dashmap::DashMap;
+use rustls_pki_types::{CertificateDer, UnixTime};
+use tokio::sync::{Semaphore, mpsc};
+use zorg_proto::jid::Jid;
+use zorg_proto::{Element, StanzaCondition};
+
+use crate::config::FederationConfig;
+use crate::server::Server;
+use crate::tls::trust::{FederationTrust, PeerRole};
+
+/// Stanzas queued per outbound link while it connects or writes. Beyond this they are bounced
+/// with `resource-constraint`: a peer that cannot keep up must not make the server grow.
+pub const LINK_QUEUE: usize = 1024;
+
+/// Why a peer was not accepted: a sentence for the log and a stable label.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    /// What the operator reads.
+    pub sentence: String,
+    /// `untrusted-root`, `name-mismatch`, `not-allowed` … (see `Refusal::reason`).
+    pub reason: &'static str,
+}
+
+/// An outbound link as the manager sees it.
+#[derive(Debug)]
+struct LinkEntry {
+    /// Tells a link's own entry from its successor's when it removes itself.
+    id: u64,
+    tx: mpsc::Sender<Box<Element>>,
+}
+
+/// Federation state shared by every s2s connection.
+#[derive(Debug)]
+pub struct Federation {
+    /// The auditor's anchors and CRLs.
+    pub trust: FederationTrust,
+    /// Caps inbound links that have not authenticated yet (apart from the c2s cap, so that
+    /// neither side can starve the other).
+    pub unauthenticated: Arc<Semaphore>,
+    config: FederationConfig,
+    /// `[federation.hosts]`, changeable at run time (tests learn ports only after start).
+    hosts: RwLock<BTreeMap<String, SocketAddr>>,
+    links: DashMap<(String, String), LinkEntry>,
+    next_link: AtomicU64,
+}
+
+impl Federation {
+    /// Federation state for this configuration with a loaded trust.
+    pub fn new(
+        config: &FederationConfig,
+        trust: FederationTrust,
+        max_unauthenticated: usize,
+    ) -> Self {
+        Federation {
+            trust,
+            unauthenticated: Arc::new(Semaphore::new(max_unauthenticated)),
+            hosts: RwLock::new(config.hosts.clone()),
+            config: config.clone(),
+            links: DashMap::new(),
+            next_link: AtomicU64::new(1),
+        }
+    }
+
+    /// Adds or replaces a static address for `domain`, as a `[federation.hosts]` entry would.
+    pub fn set_host(&self, domain: &str, addr: SocketAddr) {
+        let mut hosts = self.hosts.write().unwrap_or_else(PoisonError::into_inner);
+        hosts.insert(domain.to_ascii_lowercase(), addr);
+    }
+
+    /// Where to connect for `domain`: a STARTTLS port.
+    // TODO(federation): SRV (_xmpp-server._tcp, _xmpps-server._tcp) and A/AAAA on 5269; only
+    // the static hosts are consulted for now.
+    fn resolve(&self, domain: &str) -> Option<SocketAddr> {
+        let hosts = self.hosts.read().unwrap_or_else(PoisonError::into_inner);
+        hosts.get(domain).copied()
+    }
+
+    /// Whether the allow/deny lists let this server talk to `domain`.
+    fn permitted(&self, domain: &str) -> bool {
+        !self.config.deny.iter().any(|d| d == domain)
+            && (self.config.allow.is_empty() || self.config.allow.iter().any(|d| d == domain))
+    }
+
+    /// The policy and the certificate check for a peer claiming `domain`.
+    pub fn check(
+        &self,
+        role: PeerRole,
+        chain: &[CertificateDer<'_>],
+        domain: &str,
+        now: UnixTime,
+    ) -> Result<(), Refused> {
+        if !self.permitted(domain) {
+            return Err(Refused {
+                sentence: format!("{domain} is not permitted by [federation] allow/deny"),
+                reason: "not-allowed",
+            });
+        }
+        self.trust
+            .check_peer(role, chain, domain, now)
+            .map_err(|r| Refused {
+                sentence: r.to_string(),
+                reason: r.reason(),
+            })
+    }
+
+    /// How many outbound links exist (connecting or up).
+    pub fn link_count(&self) -> usize {
+        self.links.len()
+    }
+}
+
+/// Sends a stanza whose `from` is a local JID to a remote domain over the link from the
+/// sender's domain, creating the link if needed. Bounces it when that is impossible.
+pub fn send(server: &Arc<Server>, el: Element, remote: &str) {
+    let Some(fed) = server.federation.clone() else {
+        // Presence to remote contacts is not worth an error when federation is off.
+        if el.name() != "presence" {
+            let text = format!("{remote} is not served here and federation is not enabled");
+            incoming::bounce(server, el, StanzaCondition::RemoteServerNotFound, &text);
+        }
+        return;
+    };
+    let local = el
+        .attr("from")
+        .and_then(|f| Jid::new(f).ok())
+        .map(|j| j.domain().to_string())
+        .filter(|d| server.serves(d));
+    let Some(local) = local else {
+        tracing::debug!(%remote, "stanza for a remote domain without a local sender dropped");
+        return;
+    };
+    if !fed.permitted(remote) {
+        let text = format!("{remote} is not a permitted federation peer");
+        incoming::bounce(server, el, StanzaCondition::RemoteServerNotFound, &text);
+        return;
+    }
+    let key = (local, remote.to_owned());
+    let mut el = Box::new(el);
+    // Twice: a link that is just closing refuses the stanza, and the second round starts a new one.
+    for _ in 0..2 {
+        let tx = fed
+            .links
+            .entry(key.clone())
+            .or_insert_with(|| {
+                let id = fed.next_link.fetch_add(1, Ordering::Relaxed);
+                let (tx, rx) = mpsc::channel(LINK_QUEUE);
+                let spawn = link::Link::new(server.clone(), fed.clone(), id, key.clone());
+                tokio::spawn(spawn.run(rx));
+                LinkEntry { id, tx }
+            })
+            .tx
+            .clone();
+        match tx.try_send(el) {
+            Ok(()) => return,
+            Err(mpsc::error::TrySendError::Full(back)) => {
+                let text = format!("too many stanzas are waiting for {remote}");
+                incoming::bounce(server, *back, StanzaCondition::ResourceConstraint, &text);
+                return;
+            }
+            Err(mpsc::error::TrySendError::Closed(back)) => el = back,
+        }
+    }
+    let text = format!("{remote} could not be reached");
+    incoming::bounce(server, *el, StanzaCondition::RemoteServerNotFound, &text);
+}
+
+/// Sends a stanza generated or relayed by this server: locally when its `to` is served here,
+/// else over federation.
+pub async fn route_any(server: &Arc<Server>, el: Element) {
+    let Some(to) = el.attr("to").and_then(|t| Jid::new(t).ok()) else {
+        return;
+    };
+    let domain = to.domain().to_string();
+    if server.serves(&domain) {
+        Box::pin(incoming::route(server, el)).await;
+    } else {
+        send(server, el, &domain);
+    }
+}
+
+/// Polls the CRL files every few seconds and logs what changed (RFC 5280 CRLs from the auditor;
+/// see [`FederationTrust::reload_crls`]). Ends at shutdown.
+pub async fn reload_crls(fed: Arc<Federation>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    const EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(EVERY) => {}
+            _ = shutdown.changed() => return,
+        }
+        match fed.trust.reload_crls() {
+            Ok(crate::tls::trust::Reload::Unchanged) => {}
+            Ok(crate::tls::trust::Reload::Reloaded { crls }) => {
+                tracing::info!(crls, "federation CRLs reloaded; new links use them");
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "federation CRLs not reloaded; the previous ones stay in use")
+            }
+        }
+    }
+}

@@ -1,0 +1,218 @@
+//! Inbound server-to-server links: another server connects, proves its domain with a certificate
+//! the federation's trust accepts (SASL EXTERNAL, XEP-0178), then sends stanzas that are routed
+//! like local ones.
+//!
+//! Negotiation runs under `[limits] pre_auth_timeout` and holds a permit of the federation's own
+//! cap on unauthenticated links, so that hostile peers cannot crowd out clients or each other.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use rustls_pki_types::{CertificateDer, UnixTime};
+use tokio::net::TcpStream;
+use tokio::sync::OwnedSemaphorePermit;
+use tokio_rustls::TlsAcceptor;
+use zorg_proto::jid::Jid;
+use zorg_proto::{Element, Frame, StreamCondition, StreamError, ns};
+
+use super::{HeaderError, Peers, decode_authzid, header, read_header};
+use crate::federation::{Federation, incoming};
+use crate::server::Server;
+use crate::stream::c2s::{next_element, require_starttls};
+use crate::stream::io::{ReadError, XmlStream};
+use crate::tls::trust::PeerRole;
+
+type Tls = tokio_rustls::server::TlsStream<TcpStream>;
+
+/// Serves one inbound s2s connection from accept to close.
+pub async fn serve(
+    server: Arc<Server>,
+    fed: Arc<Federation>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    direct_tls: bool,
+    permit: OwnedSemaphorePermit,
+) {
+    let negotiation = Box::pin(negotiate(&server, &fed, tcp, peer, direct_tls));
+    let negotiated = crate::stream::pre_auth(&server, peer, "inbound s2s link", negotiation).await;
+    drop(permit);
+    let Some((s, peers)) = negotiated else { return };
+    Box::pin(run(server, Box::new(s), peers, peer)).await;
+}
+
+async fn negotiate(
+    server: &Arc<Server>,
+    fed: &Federation,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    direct_tls: bool,
+) -> Option<(XmlStream<Tls>, Peers)> {
+    let tcp = if direct_tls {
+        tcp
+    } else {
+        starttls(server, tcp).await?
+    };
+    let config = match crate::tls::s2s::server_config(&server.tls, &fed.trust) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot build the s2s TLS configuration");
+            return None;
+        }
+    };
+    let tls = match TlsAcceptor::from(config).accept(tcp).await {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::info!(%peer, error = %e, "inbound s2s link: TLS handshake failed");
+            return None;
+        }
+    };
+    let chain: Vec<CertificateDer<'static>> = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .map(|c| c.iter().map(|c| c.clone().into_owned()).collect())
+        .unwrap_or_default();
+    let mut s = XmlStream::new(tls, server.limits, server.config.limits.read_rate);
+    let peers = open(server, &mut s).await?;
+    let verdict = fed.check(PeerRole::Inbound, &chain, &peers.from, UnixTime::now());
+    if let Err(refusal) = verdict {
+        tracing::warn!(%peer, remote = %peers.from, local = %peers.to, reason = refusal.reason,
+            "inbound s2s link refused: {}", refusal.sentence);
+        // No SASL mechanism is offered; the stream error tells the peer's operator why.
+        s.queue_features(&[]);
+        let text = format!(
+            "the certificate presented for {} is not accepted here ({})",
+            peers.from, refusal.reason
+        );
+        s.fail(&StreamError::new(StreamCondition::NotAuthorized).with_text(text))
+            .await;
+        return None;
+    }
+    s.queue_features(&[Element::new("mechanisms", ns::SASL)
+        .with_child(Element::new("mechanism", ns::SASL).with_text("EXTERNAL"))]);
+    s.flush().await.ok()?;
+    let auth = next_element(&mut s).await?;
+    let authzid = auth
+        .is("auth", ns::SASL)
+        .then(|| auth.attr("mechanism") == Some("EXTERNAL"))
+        .and_then(|external| external.then(|| decode_authzid(&auth.text())))
+        .flatten();
+    // XEP-0178 §3: the authorization identity is empty or the domain of the stream's `from`.
+    if !authzid.is_some_and(|a| a.is_empty() || a == peers.from) {
+        s.queue_raw(
+            b"<failure xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><invalid-authzid/></failure>",
+        );
+        s.fail(&StreamError::new(StreamCondition::NotAuthorized))
+            .await;
+        tracing::warn!(%peer, remote = %peers.from, "inbound s2s link refused: bad SASL EXTERNAL request");
+        return None;
+    }
+    s.queue_raw(b"<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>");
+    s.flush().await.ok()?;
+    s.restart();
+    let again = open(server, &mut s).await?;
+    if again != peers {
+        s.fail(&StreamError::new(StreamCondition::InvalidFrom))
+            .await;
+        return None;
+    }
+    s.queue_features(&[]);
+    s.flush().await.ok()?;
+    tracing::info!(%peer, remote = %peers.from, local = %peers.to, "inbound s2s link accepted");
+    Some((s, peers))
+}
+
+/// Plain-text phase of `[s2s] listen`: header, `<starttls/>` required, `<proceed/>`.
+async fn starttls(server: &Arc<Server>, tcp: TcpStream) -> Option<TcpStream> {
+    let mut s = XmlStream::new(tcp, server.limits, server.config.limits.read_rate);
+    open(server, &mut s).await?;
+    require_starttls(s).await
+}
+
+/// Reads the peer's header, checks that it names itself and a domain served here, answers with
+/// our header.
+async fn open<S>(server: &Arc<Server>, s: &mut XmlStream<S>) -> Option<Peers>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let fail = match read_header(s).await {
+        Ok(p) if !server.serves(&p.to) => StreamError::new(StreamCondition::HostUnknown),
+        Ok(p)
+            if Jid::new(&p.from).map_or(true, |j| j.node().is_some() || j.resource().is_some()) =>
+        {
+            StreamError::new(StreamCondition::InvalidFrom)
+                .with_text("a server stream needs 'from' with the sending domain")
+        }
+        Ok(p) => {
+            s.queue_raw(&header(&p.to, &p.from, Some(&crate::storage::new_id())));
+            return Some(p);
+        }
+        Err(HeaderError::Stream(e)) => e,
+        Err(HeaderError::Gone) => return None,
+    };
+    s.queue_raw(&header(
+        server.default_domain(),
+        "",
+        Some(&crate::storage::new_id()),
+    ));
+    s.fail(&fail).await;
+    None
+}
+
+/// The authenticated link: every stanza must come from the authenticated domain and go to a
+/// domain served here, then it is routed like a local one.
+async fn run(server: Arc<Server>, mut s: Box<XmlStream<Tls>>, peers: Peers, peer: SocketAddr) {
+    let idle = server.config.federation.idle_timeout.get();
+    let mut shutdown = server.shutdown.clone();
+    let end = loop {
+        let idle_at = s.last_read + idle * 2;
+        tokio::select! {
+            frame = s.next_frame() => match frame {
+                Ok(Frame::Stanza(el)) => match check(&server, &peers.from, el) {
+                    Ok(el) => incoming::route(&server, el).await,
+                    Err(e) => break Some(e),
+                },
+                Ok(Frame::StreamClose) => {
+                    s.close().await;
+                    break None;
+                }
+                Ok(Frame::StreamOpen(_)) => break Some(StreamError::new(StreamCondition::BadFormat)),
+                Err(ReadError::Framing(e)) => break Some(StreamError::from(&e)),
+                Err(_) => break None,
+            },
+            // The peer closes its idle outbound links itself; this is for peers that do not.
+            _ = tokio::time::sleep_until(idle_at) => {
+                break Some(StreamError::new(StreamCondition::ConnectionTimeout));
+            }
+            _ = shutdown.changed() => break Some(StreamError::new(StreamCondition::SystemShutdown)),
+        }
+    };
+    if let Some(e) = end {
+        tracing::info!(%peer, remote = %peers.from, condition = e.condition.as_str(), "closing inbound s2s link with error");
+        s.fail(&e).await;
+    }
+    tracing::info!(%peer, remote = %peers.from, "inbound s2s link closed");
+}
+
+/// RFC 6120 §8.1.1.2 and §13.1: a stanza on a server stream names both ends; `from` must be
+/// the authenticated domain and `to` a domain served here.
+fn check(server: &Server, remote: &str, mut el: Element) -> Result<Element, StreamError> {
+    if el.ns() != ns::CLIENT || !matches!(el.name(), "message" | "presence" | "iq") {
+        return Err(StreamError::new(StreamCondition::UnsupportedStanzaType));
+    }
+    let jid = |a: Option<&str>| a.and_then(|v| Jid::new(v).ok());
+    let (Some(from), Some(to)) = (jid(el.attr("from")), jid(el.attr("to"))) else {
+        return Err(StreamError::new(StreamCondition::ImproperAddressing)
+            .with_text("stanzas between servers need valid 'from' and 'to'"));
+    };
+    if from.domain().as_str() != remote {
+        return Err(StreamError::new(StreamCondition::InvalidFrom));
+    }
+    if !server.serves(to.domain().as_str()) {
+        return Err(StreamError::new(StreamCondition::HostUnknown));
+    }
+    // Normalised forms, so that every later comparison is exact.
+    el.set_attr("from", from.to_string());
+    el.set_attr("to", to.to_string());
+    Ok(el)
+}

@@ -1,0 +1,463 @@
+//! Server-to-server links: two Zorg servers on loopback, certificates from a CA made here with
+//! rcgen, SASL EXTERNAL both ways; refusals of untrusted and misnamed certificates; bounces when
+//! the peer is down or silent; a forged `from` on an inbound link.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use base64::Engine;
+use common::{AcceptAny, Client, TestServer, temp_dir, test_config};
+use rcgen::{
+    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyPair, KeyUsagePurpose,
+};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use zorg_proto::{Element, ns};
+use zorg_server::config::{Config, DomainConfig, DurationStr};
+use zorg_server::federation::Federation;
+
+/// An auditor's CA, made in the test.
+struct Ca {
+    issuer: CertifiedIssuer<'static, KeyPair>,
+    dir: PathBuf,
+}
+
+impl Ca {
+    fn new(name: &str) -> Ca {
+        let mut params = CertificateParams::new(Vec::new()).unwrap();
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let issuer = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
+        Ca {
+            issuer,
+            dir: temp_dir("ca"),
+        }
+    }
+
+    /// The root certificate as a PEM file (a trust anchor).
+    fn root(&self) -> PathBuf {
+        let path = self.dir.join("root.crt");
+        std::fs::write(&path, self.issuer.pem()).unwrap();
+        path
+    }
+
+    /// A server certificate naming `names` (dNSName), both s2s purposes; (chain file, key file).
+    fn issue(&self, stem: &str, names: &[&str]) -> (PathBuf, PathBuf) {
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let mut params = CertificateParams::new(names).unwrap();
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        let (crt, keyf) = (
+            self.dir.join(format!("{stem}.crt")),
+            self.dir.join(format!("{stem}.key")),
+        );
+        std::fs::write(&crt, cert.pem()).unwrap();
+        std::fs::write(&keyf, key.serialize_pem()).unwrap();
+        (crt, keyf)
+    }
+}
+
+/// A federating server for `domain` with this certificate, trusting `anchor`.
+async fn fed_server(
+    domain: &str,
+    cert: (PathBuf, PathBuf),
+    anchor: &Path,
+    tweak: impl FnOnce(&mut Config),
+) -> TestServer {
+    let dir = temp_dir("s2s");
+    let mut c = test_config(&dir);
+    c.domains = vec![DomainConfig {
+        name: domain.into(),
+        certificate: Some(cert.0),
+        key: Some(cert.1),
+    }];
+    c.federation.enabled = true;
+    c.federation.trust_anchors = vec![anchor.to_path_buf()];
+    c.federation.connect_timeout = DurationStr::from_secs(5);
+    c.s2s.listen = vec!["127.0.0.1:0".parse().unwrap()];
+    c.s2s.direct_tls = vec!["127.0.0.1:0".parse().unwrap()];
+    tweak(&mut c);
+    TestServer::start_config(c, dir).await
+}
+
+fn s2s_addr(t: &TestServer) -> SocketAddr {
+    t.running.as_ref().unwrap().s2s_addrs[0]
+}
+
+fn federation(t: &TestServer) -> &Federation {
+    t.server().federation.as_deref().unwrap()
+}
+
+/// Two servers that know each other's address.
+async fn pair(ca: &Ca, b_cert: (PathBuf, PathBuf)) -> (TestServer, TestServer) {
+    let root = ca.root();
+    let a = fed_server("a.test", ca.issue("a", &["a.test"]), &root, |_| {}).await;
+    let b = fed_server("b.test", b_cert, &root, |_| {}).await;
+    federation(&a).set_host("b.test", s2s_addr(&b));
+    federation(&b).set_host("a.test", s2s_addr(&a));
+    a.add_user("alice@a.test", "pass").await;
+    b.add_user("bob@b.test", "pass").await;
+    (a, b)
+}
+
+async fn online(t: &TestServer, domain: &str, user: &str, resource: &str) -> Client {
+    let mut c = t.login_at(domain, user, resource).await;
+    c.available().await;
+    c
+}
+
+fn body(e: &Element) -> String {
+    e.get_child("body", ns::CLIENT)
+        .map(|b| b.text())
+        .unwrap_or_default()
+}
+
+/// The condition and text of an error stanza.
+fn error_of(e: &Element) -> (String, String) {
+    let err = e.get_child("error", ns::CLIENT).expect("an <error/>");
+    let cond = err
+        .children()
+        .find(|c| c.ns() == ns::STANZA_ERRORS && c.name() != "text")
+        .map(|c| c.name().to_owned())
+        .unwrap_or_default();
+    let text = err
+        .get_child("text", ns::STANZA_ERRORS)
+        .map(|t| t.text())
+        .unwrap_or_default();
+    (cond, text)
+}
+
+#[tokio::test]
+async fn alice_and_bob_chat_across_two_servers() {
+    let ca = Ca::new("Auditor");
+    let (a, b) = pair(&ca, ca.issue("b", &["b.test"])).await;
+    let mut alice = online(&a, "a.test", "alice", "phone").await;
+    let mut bob = online(&b, "b.test", "bob", "desk").await;
+
+    alice
+        .send("<message to='bob@b.test' type='chat' id='m1'><body>hello bob</body></message>")
+        .await;
+    let m = bob
+        .expect("alice's message", |e| e.name() == "message")
+        .await;
+    assert_eq!(m.attr("from"), Some("alice@a.test/phone"));
+    assert_eq!(m.attr("type"), Some("chat"));
+    assert_eq!(body(&m), "hello bob");
+
+    bob.send(
+        "<message to='alice@a.test/phone' type='chat' id='r1'><body>hi alice</body></message>",
+    )
+    .await;
+    let r = alice.expect("bob's reply", |e| e.name() == "message").await;
+    assert_eq!(r.attr("from"), Some("bob@b.test/desk"));
+    assert_eq!(body(&r), "hi alice");
+    // One outbound link each way.
+    assert_eq!(federation(&a).link_count(), 1);
+    assert_eq!(federation(&b).link_count(), 1);
+
+    // An IQ and its result travel too: bob pings a.test.
+    let res = bob
+        .iq(
+            "<iq type='get' to='a.test' id='p1'><ping xmlns='urn:xmpp:ping'/></iq>",
+            "p1",
+        )
+        .await;
+    assert_eq!(res.attr("type"), Some("result"), "{}", res.to_xml(""));
+    assert_eq!(res.attr("from"), Some("a.test"));
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn certificate_from_another_ca_is_refused_and_the_message_bounces() {
+    let ca = Ca::new("Auditor");
+    let stranger = Ca::new("Stranger");
+    let (a, b) = pair(&ca, stranger.issue("b", &["b.test"])).await;
+    let mut alice = online(&a, "a.test", "alice", "phone").await;
+    alice
+        .send("<message to='bob@b.test' type='chat' id='m1'><body>secret</body></message>")
+        .await;
+    let e = alice.expect("a bounce", |e| e.name() == "message").await;
+    assert_eq!(e.attr("type"), Some("error"));
+    assert_eq!(e.attr("id"), Some("m1"));
+    assert_eq!(e.attr("from"), Some("bob@b.test"));
+    let (cond, text) = error_of(&e);
+    assert_eq!(cond, "remote-server-not-found");
+    assert!(text.contains("chains to an untrusted root"), "{text}");
+    assert!(body(&e).is_empty(), "the body is not echoed");
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn certificate_not_naming_the_domain_is_refused() {
+    let ca = Ca::new("Auditor");
+    let (a, b) = pair(&ca, ca.issue("b", &["c.test"])).await;
+    let mut alice = online(&a, "a.test", "alice", "phone").await;
+    alice
+        .send("<message to='bob@b.test' id='m1'><body>x</body></message>")
+        .await;
+    let e = alice.expect("a bounce", |e| e.name() == "message").await;
+    let (cond, text) = error_of(&e);
+    assert_eq!(cond, "remote-server-not-found");
+    assert!(text.contains("does not name b.test"), "{text}");
+    assert!(text.contains("c.test"), "{text}");
+    assert_eq!(federation(&a).link_count(), 0, "the refused link is gone");
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn stanzas_for_a_peer_that_is_down_are_bounced() {
+    let ca = Ca::new("Auditor");
+    let root = ca.root();
+    // An address where nobody listens.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_addr = dead.local_addr().unwrap();
+    drop(dead);
+    let a = fed_server("a.test", ca.issue("a", &["a.test"]), &root, |c| {
+        c.federation.hosts.insert("b.test".into(), dead_addr);
+    })
+    .await;
+    a.add_user("alice@a.test", "pass").await;
+    let mut alice = online(&a, "a.test", "alice", "phone").await;
+    for i in 1..=3 {
+        alice
+            .send(&format!(
+                "<message to='bob@b.test' id='m{i}'><body>{i}</body></message>"
+            ))
+            .await;
+    }
+    alice
+        .send("<iq type='get' to='b.test' id='q1'><ping xmlns='urn:xmpp:ping'/></iq>")
+        .await;
+    let mut ids = Vec::new();
+    for _ in 0..4 {
+        let e = alice
+            .expect("a bounce", |e| e.attr("type") == Some("error"))
+            .await;
+        assert_eq!(
+            error_of(&e).0,
+            "remote-server-not-found",
+            "{}",
+            e.to_xml("")
+        );
+        ids.push(e.attr("id").unwrap().to_owned());
+    }
+    ids.sort();
+    assert_eq!(ids, ["m1", "m2", "m3", "q1"]);
+    // A domain without any address is not found either (no DNS discovery yet).
+    alice
+        .send("<message to='carol@nowhere.test' id='n1'><body>x</body></message>")
+        .await;
+    let e = alice
+        .expect("a bounce", |e| e.attr("id") == Some("n1"))
+        .await;
+    assert_eq!(error_of(&e).0, "remote-server-not-found");
+    // XEP-0191: a blocked remote contact is refused here, before any link is tried.
+    let r = alice
+        .iq("<iq type='set' id='b1'><block xmlns='urn:xmpp:blocking'><item jid='dave@b.test'/></block></iq>", "b1")
+        .await;
+    assert_eq!(r.attr("type"), Some("result"));
+    alice
+        .send("<message to='dave@b.test' id='d1'><body>x</body></message>")
+        .await;
+    let e = alice
+        .expect("a refusal", |e| e.attr("id") == Some("d1"))
+        .await;
+    assert_eq!(error_of(&e).0, "not-acceptable");
+    a.stop().await;
+}
+
+#[tokio::test]
+async fn a_silent_peer_times_out_and_the_queue_bounces() {
+    let ca = Ca::new("Auditor");
+    let root = ca.root();
+    // Accepts connections and never says a word.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    let hold = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((tcp, _)) = silent.accept().await {
+            held.push(tcp);
+        }
+    });
+    let a = fed_server("a.test", ca.issue("a", &["a.test"]), &root, |c| {
+        c.federation.hosts.insert("b.test".into(), silent_addr);
+        c.federation.connect_timeout = DurationStr::from_secs(1);
+    })
+    .await;
+    a.add_user("alice@a.test", "pass").await;
+    let mut alice = online(&a, "a.test", "alice", "phone").await;
+    alice
+        .send("<message to='bob@b.test' id='m1'><body>1</body></message>")
+        .await;
+    alice
+        .send("<message to='bob@b.test' id='m2'><body>2</body></message>")
+        .await;
+    for id in ["m1", "m2"] {
+        let e = alice.expect("a bounce", |e| e.attr("id") == Some(id)).await;
+        assert_eq!(error_of(&e).0, "remote-server-timeout", "{}", e.to_xml(""));
+    }
+    hold.abort();
+    a.stop().await;
+}
+
+/// A raw server "c.test" with a certificate from `ca`, connected to b.test over direct TLS
+/// (XEP-0368), its first stream opened.
+async fn raw_connect(ca: &Ca, b: &TestServer) -> Client {
+    let (crt, key) = ca.issue("c", &["c.test"]);
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&crt)
+        .unwrap()
+        .map(|c| c.unwrap())
+        .collect();
+    let key = PrivateKeyDer::from_pem_file(&key).unwrap();
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AcceptAny))
+        .with_client_auth_cert(chain, key)
+        .unwrap();
+    let addr = b.running.as_ref().unwrap().s2s_direct_tls_addrs[0];
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+        .connect(ServerName::try_from("b.test").unwrap(), tcp)
+        .await
+        .unwrap();
+    let mut c = Client::new(Box::new(tls));
+    c.open_s2s("c.test", "b.test").await;
+    c
+}
+
+/// [`raw_connect`] with a trusted certificate, then SASL EXTERNAL and the restarted stream.
+async fn raw_peer(ca: &Ca, b: &TestServer) -> Client {
+    let mut c = raw_connect(ca, b).await;
+    let f = c.features.clone().unwrap();
+    let mechs = f.get_child("mechanisms", ns::SASL).expect("SASL offered");
+    assert_eq!(
+        mechs.children().next().map(|m| m.text()).as_deref(),
+        Some("EXTERNAL")
+    );
+    let authzid = base64::engine::general_purpose::STANDARD.encode("c.test");
+    c.send(&format!(
+        "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='EXTERNAL'>{authzid}</auth>"
+    ))
+    .await;
+    let ok = c.next().await;
+    assert!(ok.is("success", ns::SASL), "{}", ok.to_xml(""));
+    c.open_s2s("c.test", "b.test").await;
+    c
+}
+
+#[tokio::test]
+async fn inbound_link_delivers_and_a_forged_from_is_invalid_from() {
+    let ca = Ca::new("Auditor");
+    let (a, b) = pair(&ca, ca.issue("b", &["b.test"])).await;
+    let mut bob = online(&b, "b.test", "bob", "desk").await;
+    let mut c = raw_peer(&ca, &b).await;
+    c.send("<message from='carol@c.test/x' to='bob@b.test' id='c1'><body>from c</body></message>")
+        .await;
+    let m = bob
+        .expect("carol's message", |e| e.name() == "message")
+        .await;
+    assert_eq!(m.attr("from"), Some("carol@c.test/x"));
+    assert_eq!(body(&m), "from c");
+    // The link is authenticated for c.test: a.test's users cannot be spoken for.
+    c.send("<message from='mallory@a.test' to='bob@b.test' id='f1'><body>forged</body></message>")
+        .await;
+    c.expect_stream_error("invalid-from").await;
+    bob.expect_silence(300).await;
+
+    // And a stanza for a domain b.test does not host ends the link with host-unknown.
+    let mut c = raw_peer(&ca, &b).await;
+    c.send(
+        "<message from='carol@c.test' to='dave@elsewhere.test' id='h1'><body>x</body></message>",
+    )
+    .await;
+    c.expect_stream_error("host-unknown").await;
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn inbound_peer_without_a_trusted_certificate_gets_no_sasl() {
+    let ca = Ca::new("Auditor");
+    let stranger = Ca::new("Stranger");
+    let (a, b) = pair(&ca, ca.issue("b", &["b.test"])).await;
+    // c.test presents a certificate from a CA b.test does not trust.
+    let mut c = raw_connect(&stranger, &b).await;
+    let f = c.features.clone().unwrap();
+    assert!(!f.has_child("mechanisms", ns::SASL), "{}", f.to_xml(""));
+    c.expect_stream_error("not-authorized").await;
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn subscription_and_presence_across_servers() {
+    let ca = Ca::new("Auditor");
+    let (a, b) = pair(&ca, ca.issue("b", &["b.test"])).await;
+    let mut alice = online(&a, "a.test", "alice", "phone").await;
+    let mut bob = online(&b, "b.test", "bob", "desk").await;
+
+    alice
+        .send("<presence type='subscribe' to='bob@b.test'/>")
+        .await;
+    let req = bob
+        .expect("the request", |e| {
+            e.name() == "presence" && e.attr("type") == Some("subscribe")
+        })
+        .await;
+    assert_eq!(req.attr("from"), Some("alice@a.test"));
+    bob.send("<presence type='subscribed' to='alice@a.test'/>")
+        .await;
+    // Approval brings bob's current presence to alice.
+    let p = alice
+        .expect("bob's presence", |e| {
+            e.name() == "presence" && e.attr("from") == Some("bob@b.test/desk")
+        })
+        .await;
+    assert_eq!(p.attr("type"), None, "{}", p.to_xml(""));
+    // Later changes are broadcast to the remote subscriber.
+    bob.send("<presence><show>away</show></presence>").await;
+    bob.expect("own presence", |e| {
+        e.name() == "presence" && e.has_child("show", ns::CLIENT)
+    })
+    .await;
+    let p = alice
+        .expect("bob away", |e| {
+            e.name() == "presence"
+                && e.attr("from") == Some("bob@b.test/desk")
+                && e.has_child("show", ns::CLIENT)
+        })
+        .await;
+    assert_eq!(p.get_child("show", ns::CLIENT).unwrap().text(), "away");
+    // A second resource of alice probes b.test at login and learns bob's presence.
+    let mut alice2 = a.login_at("a.test", "alice", "laptop").await;
+    alice2.send("<presence/>").await;
+    alice2
+        .expect("bob's presence by probe", |e| {
+            e.name() == "presence" && e.attr("from") == Some("bob@b.test/desk")
+        })
+        .await;
+    // Bob, who has no subscription to alice, does not learn hers from a probe: nothing comes.
+    bob.expect_silence(300).await;
+    a.stop().await;
+    b.stop().await;
+}
