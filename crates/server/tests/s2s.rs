@@ -12,11 +12,13 @@ use std::sync::Arc;
 use base64::Engine;
 use common::{AcceptAny, Client, TestServer, temp_dir, test_config};
 use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair, KeyUsagePurpose,
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, CertifiedIssuer, DnType,
+    ExtendedKeyUsagePurpose, IsCa, KeyIdMethod, KeyPair, KeyUsagePurpose, RevokedCertParams,
+    SerialNumber,
 };
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use time::{Duration as TimeDuration, OffsetDateTime};
 use zorg_proto::{Element, ns};
 use zorg_server::config::{Config, DomainConfig, DurationStr};
 use zorg_server::federation::Federation;
@@ -53,12 +55,22 @@ impl Ca {
 
     /// A server certificate naming `names` (dNSName), both s2s purposes; (chain file, key file).
     fn issue(&self, stem: &str, names: &[&str]) -> (PathBuf, PathBuf) {
+        self.issue_with(stem, names, |_| {})
+    }
+
+    fn issue_with(
+        &self,
+        stem: &str,
+        names: &[&str],
+        tweak: impl FnOnce(&mut CertificateParams),
+    ) -> (PathBuf, PathBuf) {
         let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
         let mut params = CertificateParams::new(names).unwrap();
         params.extended_key_usages = vec![
             ExtendedKeyUsagePurpose::ServerAuth,
             ExtendedKeyUsagePurpose::ClientAuth,
         ];
+        tweak(&mut params);
         let key = KeyPair::generate().unwrap();
         let cert = params.signed_by(&key, &self.issuer).unwrap();
         let (crt, keyf) = (
@@ -68,6 +80,29 @@ impl Ca {
         std::fs::write(&crt, cert.pem()).unwrap();
         std::fs::write(&keyf, key.serialize_pem()).unwrap();
         (crt, keyf)
+    }
+
+    /// A PEM CRL revoking `serials`, written to `path`.
+    fn write_crl(&self, path: &Path, serials: &[u64]) {
+        let now = OffsetDateTime::now_utc();
+        let params = CertificateRevocationListParams {
+            this_update: now - TimeDuration::minutes(1),
+            next_update: now + TimeDuration::days(7),
+            crl_number: SerialNumber::from(serials.len() as u64 + 1),
+            issuing_distribution_point: None,
+            revoked_certs: serials
+                .iter()
+                .map(|s| RevokedCertParams {
+                    serial_number: SerialNumber::from(*s),
+                    revocation_time: now - TimeDuration::minutes(1),
+                    reason_code: None,
+                    invalidity_date: None,
+                })
+                .collect(),
+            key_identifier_method: KeyIdMethod::Sha256,
+        };
+        let crl = params.signed_by(&self.issuer).unwrap();
+        std::fs::write(path, crl.pem().unwrap()).unwrap();
     }
 }
 
@@ -104,8 +139,17 @@ fn federation(t: &TestServer) -> &Federation {
 
 /// Two servers that know each other's address.
 async fn pair(ca: &Ca, b_cert: (PathBuf, PathBuf)) -> (TestServer, TestServer) {
+    pair_with(ca, b_cert, |_| {}).await
+}
+
+/// [`pair`] with a change to a.test's configuration.
+async fn pair_with(
+    ca: &Ca,
+    b_cert: (PathBuf, PathBuf),
+    tweak_a: impl FnOnce(&mut Config),
+) -> (TestServer, TestServer) {
     let root = ca.root();
-    let a = fed_server("a.test", ca.issue("a", &["a.test"]), &root, |_| {}).await;
+    let a = fed_server("a.test", ca.issue("a", &["a.test"]), &root, tweak_a).await;
     let b = fed_server("b.test", b_cert, &root, |_| {}).await;
     federation(&a).set_host("b.test", s2s_addr(&b));
     federation(&b).set_host("a.test", s2s_addr(&a));
@@ -459,5 +503,124 @@ async fn subscription_and_presence_across_servers() {
     // Bob, who has no subscription to alice, does not learn hers from a probe: nothing comes.
     bob.expect_silence(300).await;
     a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn expired_certificate_is_refused() {
+    let ca = Ca::new("Auditor");
+    let expired = ca.issue_with("b", &["b.test"], |p| {
+        p.not_before = OffsetDateTime::now_utc() - TimeDuration::days(30);
+        p.not_after = OffsetDateTime::now_utc() - TimeDuration::days(1);
+    });
+    let (a, b) = pair(&ca, expired).await;
+    let mut alice = online(&a, "a.test", "alice", "phone").await;
+    alice
+        .send("<message to='bob@b.test' id='m1'><body>x</body></message>")
+        .await;
+    let e = alice
+        .expect("a bounce", |e| e.attr("id") == Some("m1"))
+        .await;
+    let (cond, text) = error_of(&e);
+    assert_eq!(cond, "remote-server-not-found");
+    assert!(text.contains("certificate for b.test expired on"), "{text}");
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn idle_links_close_and_reopen_when_needed() {
+    let ca = Ca::new("Auditor");
+    let (a, b) = pair_with(&ca, ca.issue("b", &["b.test"]), |c| {
+        // Below the configurable minimum: tests do not validate the config.
+        c.federation.idle_timeout = DurationStr::from_secs(1);
+    })
+    .await;
+    let mut alice = online(&a, "a.test", "alice", "phone").await;
+    let mut bob = online(&b, "b.test", "bob", "desk").await;
+    alice
+        .send("<message to='bob@b.test' id='m1'><body>one</body></message>")
+        .await;
+    bob.expect("m1", |e| e.attr("id") == Some("m1")).await;
+    assert_eq!(federation(&a).link_count(), 1);
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    assert_eq!(federation(&a).link_count(), 0, "the idle link was closed");
+    alice
+        .send("<message to='bob@b.test' id='m2'><body>two</body></message>")
+        .await;
+    let m = bob.expect("m2", |e| e.attr("id") == Some("m2")).await;
+    assert_eq!(body(&m), "two");
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn a_certificate_revoked_while_running_is_refused_on_the_next_link() {
+    let ca = Ca::new("Auditor");
+    let crl = ca.dir.join("auditor.crl");
+    ca.write_crl(&crl, &[]);
+    let b_cert = ca.issue_with("b", &["b.test"], |p| {
+        p.serial_number = Some(SerialNumber::from(4242u64));
+    });
+    let crl_path = crl.clone();
+    let (a, b) = pair_with(&ca, b_cert, move |c| {
+        c.federation.crls = vec![crl_path];
+        c.federation.idle_timeout = DurationStr::from_secs(1);
+    })
+    .await;
+    let mut alice = online(&a, "a.test", "alice", "phone").await;
+    let mut bob = online(&b, "b.test", "bob", "desk").await;
+    alice
+        .send("<message to='bob@b.test' id='m1'><body>before</body></message>")
+        .await;
+    bob.expect("m1", |e| e.attr("id") == Some("m1")).await;
+    // The auditor revokes b.test; a.test picks the CRL up while running (polled every 5 s).
+    ca.write_crl(&crl, &[4242]);
+    tokio::time::sleep(std::time::Duration::from_millis(6500)).await;
+    assert_eq!(federation(&a).link_count(), 0, "the idle link was closed");
+    alice
+        .send("<message to='bob@b.test' id='m2'><body>after</body></message>")
+        .await;
+    let e = alice
+        .expect("a bounce", |e| e.attr("id") == Some("m2"))
+        .await;
+    let (cond, text) = error_of(&e);
+    assert_eq!(cond, "remote-server-not-found");
+    assert!(
+        text.contains("certificate for b.test was revoked"),
+        "{text}"
+    );
+    bob.expect_silence(200).await;
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn unauthenticated_inbound_links_are_capped_and_timed_out() {
+    use tokio::io::AsyncReadExt;
+    let ca = Ca::new("Auditor");
+    let root = ca.root();
+    let b = fed_server("b.test", ca.issue("b", &["b.test"]), &root, |c| {
+        c.limits.max_unauthenticated = 1;
+        c.limits.pre_auth_timeout = DurationStr::from_secs(1);
+    })
+    .await;
+    let addr = s2s_addr(&b);
+    let mut first = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    // The cap is taken by the silent first connection: the second is closed at once.
+    let mut second = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(common::WAIT, second.read(&mut buf))
+        .await
+        .expect("the second connection is closed")
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+    // The first says nothing and is cut off after pre_auth_timeout.
+    let start = std::time::Instant::now();
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(common::WAIT, first.read_to_end(&mut got)).await;
+    assert!(start.elapsed() < std::time::Duration::from_secs(3));
+    assert!(start.elapsed() >= std::time::Duration::from_millis(700));
     b.stop().await;
 }
