@@ -435,6 +435,17 @@ async fn inbound_link_delivers_and_a_forged_from_is_invalid_from() {
     )
     .await;
     c.expect_stream_error("host-unknown").await;
+
+    // Nobody may open a link in the name of a domain b.test serves itself.
+    let addr = b.running.as_ref().unwrap().s2s_direct_tls_addrs[0];
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let tls = tokio_rustls::TlsConnector::from(common::client_tls(&[&rustls::version::TLS13]))
+        .connect(ServerName::try_from("b.test").unwrap(), tcp)
+        .await
+        .unwrap();
+    let mut c = Client::new(Box::new(tls));
+    c.send("<?xml version='1.0'?><stream:stream xmlns='jabber:server' xmlns:stream='http://etherx.jabber.org/streams' from='b.test' to='b.test' version='1.0'>").await;
+    c.expect_stream_error("invalid-from").await;
     a.stop().await;
     b.stop().await;
 }
@@ -623,4 +634,51 @@ async fn unauthenticated_inbound_links_are_capped_and_timed_out() {
     assert!(start.elapsed() < std::time::Duration::from_secs(3));
     assert!(start.elapsed() >= std::time::Duration::from_millis(700));
     b.stop().await;
+}
+
+#[tokio::test]
+async fn three_servers_one_link_per_domain_pair() {
+    let ca = Ca::new("Auditor");
+    let (a, b) = pair(&ca, ca.issue("b", &["b.test"])).await;
+    let c = fed_server("c.test", ca.issue("c", &["c.test"]), &ca.root(), |_| {}).await;
+    for (from, to, domain) in [(&a, &c, "c.test"), (&c, &a, "a.test"), (&c, &b, "b.test")] {
+        federation(from).set_host(domain, s2s_addr(to));
+    }
+    federation(&b).set_host("c.test", s2s_addr(&c));
+    c.add_user("carol@c.test", "pass").await;
+    let mut alice = online(&a, "a.test", "alice", "phone").await;
+    let mut bob = online(&b, "b.test", "bob", "desk").await;
+    let mut carol = online(&c, "c.test", "carol", "tab").await;
+    for to in ["bob@b.test", "carol@c.test"] {
+        alice
+            .send(&format!(
+                "<message to='{to}' id='to-{to}'><body>hello</body></message>"
+            ))
+            .await;
+    }
+    bob.expect("alice's message", |e| {
+        e.attr("from") == Some("alice@a.test/phone")
+    })
+    .await;
+    carol
+        .expect("alice's message", |e| {
+            e.attr("from") == Some("alice@a.test/phone")
+        })
+        .await;
+    carol
+        .send("<message to='bob@b.test' id='c2b'><body>hi bob</body></message>")
+        .await;
+    let m = bob
+        .expect("carol's message", |e| e.attr("id") == Some("c2b"))
+        .await;
+    assert_eq!(m.attr("from"), Some("carol@c.test/tab"));
+    assert_eq!(
+        federation(&a).link_count(),
+        2,
+        "a.test → b.test and a.test → c.test"
+    );
+    assert_eq!(federation(&c).link_count(), 1, "c.test → b.test");
+    a.stop().await;
+    b.stop().await;
+    c.stop().await;
 }

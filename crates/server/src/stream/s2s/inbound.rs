@@ -143,6 +143,9 @@ where
             StreamError::new(StreamCondition::InvalidFrom)
                 .with_text("a server stream needs 'from' with the sending domain")
         }
+        // Nobody else speaks for a domain served here, whatever its certificate says.
+        Ok(p) if server.serves(&p.from) => StreamError::new(StreamCondition::InvalidFrom)
+            .with_text("that domain is served by this server"),
         Ok(p) => {
             s.queue_raw(&header(&p.to, &p.from, Some(&crate::storage::new_id())));
             return Some(p);
