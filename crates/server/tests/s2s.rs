@@ -682,3 +682,24 @@ async fn three_servers_one_link_per_domain_pair() {
     b.stop().await;
     c.stop().await;
 }
+
+#[tokio::test]
+async fn starttls_port_requires_tls_and_tolerates_a_header_without_from() {
+    let ca = Ca::new("Auditor");
+    let b = fed_server("b.test", ca.issue("b", &["b.test"]), &ca.root(), |_| {}).await;
+    let tcp = tokio::net::TcpStream::connect(s2s_addr(&b)).await.unwrap();
+    let mut c = Client::new(Box::new(tcp));
+    // RFC 6120 §4.7.1: 'from' is only a SHOULD before TLS.
+    c.send("<?xml version='1.0'?><stream:stream xmlns='jabber:server' xmlns:stream='http://etherx.jabber.org/streams' to='b.test' version='1.0'>").await;
+    assert!(matches!(
+        c.frame().await,
+        Some(zorg_proto::Frame::StreamOpen(_))
+    ));
+    let f = c.next().await;
+    let tls = f.get_child("starttls", ns::TLS).expect("STARTTLS offered");
+    assert!(tls.has_child("required", ns::TLS));
+    // Anything but <starttls/> ends the stream.
+    c.send("<message from='x@c.test' to='bob@b.test'/>").await;
+    c.expect_stream_error("policy-violation").await;
+    b.stop().await;
+}

@@ -73,7 +73,7 @@ async fn negotiate(
         .map(|c| c.iter().map(|c| c.clone().into_owned()).collect())
         .unwrap_or_default();
     let mut s = XmlStream::new(tls, server.limits, server.config.limits.read_rate);
-    let peers = open(server, &mut s).await?;
+    let peers = open(server, &mut s, true).await?;
     let verdict = fed.check(PeerRole::Inbound, &chain, &peers.from, UnixTime::now());
     if let Err(refusal) = verdict {
         tracing::warn!(%peer, remote = %peers.from, local = %peers.to, reason = refusal.reason,
@@ -110,7 +110,7 @@ async fn negotiate(
     s.queue_raw(b"<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>");
     s.flush().await.ok()?;
     s.restart();
-    let again = open(server, &mut s).await?;
+    let again = open(server, &mut s, true).await?;
     if again != peers {
         s.fail(&StreamError::new(StreamCondition::InvalidFrom))
             .await;
@@ -125,24 +125,26 @@ async fn negotiate(
 /// Plain-text phase of `[s2s] listen`: header, `<starttls/>` required, `<proceed/>`.
 async fn starttls(server: &Arc<Server>, tcp: TcpStream) -> Option<TcpStream> {
     let mut s = XmlStream::new(tcp, server.limits, server.config.limits.read_rate);
-    open(server, &mut s).await?;
+    open(server, &mut s, false).await?;
     require_starttls(s).await
 }
 
 /// Reads the peer's header, checks that it names itself and a domain served here, answers with
 /// our header.
-async fn open<S>(server: &Arc<Server>, s: &mut XmlStream<S>) -> Option<Peers>
+/// `from` may be left out only before TLS (RFC 6120 §4.7.1 makes it a SHOULD, and some
+/// servers omit it there); afterwards it is the domain the certificate must name.
+async fn open<S>(server: &Arc<Server>, s: &mut XmlStream<S>, require_from: bool) -> Option<Peers>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
+    let bad_from = |from: &str| {
+        (require_from || !from.is_empty())
+            && Jid::new(from).map_or(true, |j| j.node().is_some() || j.resource().is_some())
+    };
     let fail = match read_header(s).await {
         Ok(p) if !server.serves(&p.to) => StreamError::new(StreamCondition::HostUnknown),
-        Ok(p)
-            if Jid::new(&p.from).map_or(true, |j| j.node().is_some() || j.resource().is_some()) =>
-        {
-            StreamError::new(StreamCondition::InvalidFrom)
-                .with_text("a server stream needs 'from' with the sending domain")
-        }
+        Ok(p) if bad_from(&p.from) => StreamError::new(StreamCondition::InvalidFrom)
+            .with_text("a server stream needs 'from' with the sending domain"),
         // Nobody else speaks for a domain served here, whatever its certificate says.
         Ok(p) if server.serves(&p.from) => StreamError::new(StreamCondition::InvalidFrom)
             .with_text("that domain is served by this server"),

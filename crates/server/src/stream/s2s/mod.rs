@@ -15,8 +15,11 @@ pub fn header(from: &str, to: &str, id: Option<&str>) -> Vec<u8> {
     let mut out = Vec::with_capacity(220);
     out.extend_from_slice(b"<?xml version='1.0'?><stream:stream xmlns='jabber:server' xmlns:stream='http://etherx.jabber.org/streams' from='");
     zorg_proto::element::escape_into(&mut out, from, true);
-    out.extend_from_slice(b"' to='");
-    zorg_proto::element::escape_into(&mut out, to, true);
+    // RFC 6120 §4.7.2: `to` echoes the peer's `from`, which it may have left out before TLS.
+    if !to.is_empty() {
+        out.extend_from_slice(b"' to='");
+        zorg_proto::element::escape_into(&mut out, to, true);
+    }
     if let Some(id) = id {
         out.extend_from_slice(b"' id='");
         zorg_proto::element::escape_into(&mut out, id, true);
@@ -114,5 +117,7 @@ mod tests {
         let h = String::from_utf8(header("a.test", "b'.test", Some("x"))).unwrap();
         assert!(h.contains("xmlns='jabber:server'"));
         assert!(h.contains("from='a.test' to='b&apos;.test' id='x'"), "{h}");
+        let h = String::from_utf8(header("a.test", "", None)).unwrap();
+        assert!(h.contains("from='a.test' version='1.0'"), "{h}");
     }
 }
