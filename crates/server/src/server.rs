@@ -264,6 +264,16 @@ impl RunningServer {
             )));
         }
         while self.tasks.join_next().await.is_some() {}
+        if let Some(fed) = &self.server.federation {
+            // Outbound links settle their queues (bounces may touch storage) and leave the map
+            // as they end; they see the shutdown too, so this is short.
+            let _ = tokio::time::timeout(Duration::from_secs(5), async {
+                while fed.link_count() > 0 {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            })
+            .await;
+        }
         self.server.storage.close().await;
     }
 

@@ -304,6 +304,14 @@ async fn stanzas_for_a_peer_that_is_down_are_bounced() {
     }
     ids.sort();
     assert_eq!(ids, ["m1", "m2", "m3", "q1"]);
+    // RFC 6120 §8.3.1: errors and IQ results are never answered with an error.
+    alice
+        .send("<message to='bob@b.test' type='error' id='e1'><error type='cancel'><item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></message>")
+        .await;
+    alice
+        .send("<iq to='bob@b.test/x' type='result' id='r1'/>")
+        .await;
+    alice.expect_silence(500).await;
     // A domain without any address is not found either (no DNS discovery yet).
     alice
         .send("<message to='carol@nowhere.test' id='n1'><body>x</body></message>")
@@ -701,5 +709,27 @@ async fn starttls_port_requires_tls_and_tolerates_a_header_without_from() {
     // Anything but <starttls/> ends the stream.
     c.send("<message from='x@c.test' to='bob@b.test'/>").await;
     c.expect_stream_error("policy-violation").await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn a_message_for_an_offline_remote_user_is_stored_and_delivered_at_login() {
+    let ca = Ca::new("Auditor");
+    let (a, b) = pair(&ca, ca.issue("b", &["b.test"])).await;
+    let mut alice = online(&a, "a.test", "alice", "phone").await;
+    alice
+        .send("<message to='bob@b.test' type='chat' id='o1'><body>while you were out</body></message>")
+        .await;
+    // No bounce: b.test stored it.
+    alice.expect_silence(500).await;
+    let mut bob = b.login_at("b.test", "bob", "desk").await;
+    bob.send("<presence/>").await;
+    let m = bob
+        .expect("the stored message", |e| e.attr("id") == Some("o1"))
+        .await;
+    assert_eq!(m.attr("from"), Some("alice@a.test/phone"));
+    assert_eq!(body(&m), "while you were out");
+    assert!(m.has_child("delay", "urn:xmpp:delay"), "{}", m.to_xml(""));
+    a.stop().await;
     b.stop().await;
 }
