@@ -595,7 +595,7 @@ async fn a_certificate_revoked_while_running_is_refused_on_the_next_link() {
     bob.expect("m1", |e| e.attr("id") == Some("m1")).await;
     // The auditor revokes b.test; a.test picks the CRL up while running (polled every 5 s).
     ca.write_crl(&crl, &[4242]);
-    tokio::time::sleep(std::time::Duration::from_millis(6500)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(7500)).await;
     assert_eq!(federation(&a).link_count(), 0, "the idle link was closed");
     alice
         .send("<message to='bob@b.test' id='m2'><body>after</body></message>")
