@@ -85,8 +85,15 @@ async fn handle_connection(server: Arc<Server>, tcp: TcpStream, peer: SocketAddr
         tracing::warn!(%peer, ?kind, "too many unauthenticated connections; refusing");
         return;
     };
+    // The inbound s2s future is large and would otherwise be inline in every client
+    // connection's task for its whole life (measured: 2.6 KiB per idle client session).
     match fed {
-        Some(fed) => s2s::inbound::serve(server, fed, tcp, peer, direct_tls, permit).await,
+        Some(fed) => {
+            Box::pin(s2s::inbound::serve(
+                server, fed, tcp, peer, direct_tls, permit,
+            ))
+            .await
+        }
         None => c2s::serve(server, tcp, peer, direct_tls, permit).await,
     }
 }
