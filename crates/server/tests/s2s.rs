@@ -5,151 +5,20 @@
 
 mod common;
 
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use base64::Engine;
-use common::{AcceptAny, Client, TestServer, temp_dir, test_config};
-use rcgen::{
-    BasicConstraints, CertificateParams, CertificateRevocationListParams, CertifiedIssuer, DnType,
-    ExtendedKeyUsagePurpose, IsCa, KeyIdMethod, KeyPair, KeyUsagePurpose, RevokedCertParams,
-    SerialNumber,
+use common::fed::{
+    Ca, body, chat, eventually, fed_server, federation, online, s2s_addr, subscription_and_presence,
 };
+use common::{AcceptAny, Client, TestServer};
+use rcgen::SerialNumber;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use time::{Duration as TimeDuration, OffsetDateTime};
 use zorg_proto::{Element, ns};
-use zorg_server::config::{Config, DomainConfig, DurationStr};
-use zorg_server::federation::Federation;
-
-/// An auditor's CA, made in the test.
-struct Ca {
-    issuer: CertifiedIssuer<'static, KeyPair>,
-    dir: PathBuf,
-}
-
-impl Ca {
-    fn new(name: &str) -> Ca {
-        let mut params = CertificateParams::new(Vec::new()).unwrap();
-        params.distinguished_name.push(DnType::CommonName, name);
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        let issuer = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
-        Ca {
-            issuer,
-            dir: temp_dir("ca"),
-        }
-    }
-
-    /// The root certificate as a PEM file (a trust anchor).
-    fn root(&self) -> PathBuf {
-        let path = self.dir.join("root.crt");
-        std::fs::write(&path, self.issuer.pem()).unwrap();
-        path
-    }
-
-    /// A server certificate naming `names` (dNSName), both s2s purposes; (chain file, key file).
-    fn issue(&self, stem: &str, names: &[&str]) -> (PathBuf, PathBuf) {
-        self.issue_with(stem, names, |_| {})
-    }
-
-    fn issue_with(
-        &self,
-        stem: &str,
-        names: &[&str],
-        tweak: impl FnOnce(&mut CertificateParams),
-    ) -> (PathBuf, PathBuf) {
-        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-        let mut params = CertificateParams::new(names).unwrap();
-        params.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
-        tweak(&mut params);
-        let key = KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, &self.issuer).unwrap();
-        let (crt, keyf) = (
-            self.dir.join(format!("{stem}.crt")),
-            self.dir.join(format!("{stem}.key")),
-        );
-        std::fs::write(&crt, cert.pem()).unwrap();
-        std::fs::write(&keyf, key.serialize_pem()).unwrap();
-        (crt, keyf)
-    }
-
-    /// A PEM CRL revoking `serials`, written to `path`.
-    fn write_crl(&self, path: &Path, serials: &[u64]) {
-        let now = OffsetDateTime::now_utc();
-        let params = CertificateRevocationListParams {
-            this_update: now - TimeDuration::minutes(1),
-            next_update: now + TimeDuration::days(7),
-            crl_number: SerialNumber::from(serials.len() as u64 + 1),
-            issuing_distribution_point: None,
-            revoked_certs: serials
-                .iter()
-                .map(|s| RevokedCertParams {
-                    serial_number: SerialNumber::from(*s),
-                    revocation_time: now - TimeDuration::minutes(1),
-                    reason_code: None,
-                    invalidity_date: None,
-                })
-                .collect(),
-            key_identifier_method: KeyIdMethod::Sha256,
-        };
-        let crl = params.signed_by(&self.issuer).unwrap();
-        std::fs::write(path, crl.pem().unwrap()).unwrap();
-    }
-}
-
-/// A federating server for `domain` with this certificate, trusting `anchor`.
-async fn fed_server(
-    domain: &str,
-    cert: (PathBuf, PathBuf),
-    anchor: &Path,
-    tweak: impl FnOnce(&mut Config),
-) -> TestServer {
-    let dir = temp_dir("s2s");
-    let mut c = test_config(&dir);
-    c.domains = vec![DomainConfig {
-        name: domain.into(),
-        certificate: Some(cert.0),
-        key: Some(cert.1),
-    }];
-    c.federation.enabled = true;
-    c.federation.trust_anchors = vec![anchor.to_path_buf()];
-    c.federation.connect_timeout = DurationStr::from_secs(5);
-    c.s2s.listen = vec!["127.0.0.1:0".parse().unwrap()];
-    c.s2s.direct_tls = vec!["127.0.0.1:0".parse().unwrap()];
-    tweak(&mut c);
-    TestServer::start_config(c, dir).await
-}
-
-fn s2s_addr(t: &TestServer) -> SocketAddr {
-    t.running.as_ref().unwrap().s2s_addrs[0]
-}
-
-/// Waits until `cond` holds, checking every 50 ms; fails after 60 s. Conditions that depend on
-/// timers (idle timeouts, the CRL poll) are waited for, never assumed after a fixed sleep, so a
-/// loaded machine makes a test slower, not red.
-async fn eventually(what: &str, cond: impl Fn() -> bool) {
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
-    while !cond() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "not within 60 s: {what}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-}
-
-fn federation(t: &TestServer) -> &Federation {
-    t.server().federation.as_deref().unwrap()
-}
+use zorg_server::config::{Config, DurationStr};
 
 /// Two servers that know each other's address.
 async fn pair(ca: &Ca, b_cert: (PathBuf, PathBuf)) -> (TestServer, TestServer) {
@@ -170,18 +39,6 @@ async fn pair_with(
     a.add_user("alice@a.test", "pass").await;
     b.add_user("bob@b.test", "pass").await;
     (a, b)
-}
-
-async fn online(t: &TestServer, domain: &str, user: &str, resource: &str) -> Client {
-    let mut c = t.login_at(domain, user, resource).await;
-    c.available().await;
-    c
-}
-
-fn body(e: &Element) -> String {
-    e.get_child("body", ns::CLIENT)
-        .map(|b| b.text())
-        .unwrap_or_default()
 }
 
 /// The condition and text of an error stanza.
@@ -206,23 +63,7 @@ async fn alice_and_bob_chat_across_two_servers() {
     let mut alice = online(&a, "a.test", "alice", "phone").await;
     let mut bob = online(&b, "b.test", "bob", "desk").await;
 
-    alice
-        .send("<message to='bob@b.test' type='chat' id='m1'><body>hello bob</body></message>")
-        .await;
-    let m = bob
-        .expect("alice's message", |e| e.name() == "message")
-        .await;
-    assert_eq!(m.attr("from"), Some("alice@a.test/phone"));
-    assert_eq!(m.attr("type"), Some("chat"));
-    assert_eq!(body(&m), "hello bob");
-
-    bob.send(
-        "<message to='alice@a.test/phone' type='chat' id='r1'><body>hi alice</body></message>",
-    )
-    .await;
-    let r = alice.expect("bob's reply", |e| e.name() == "message").await;
-    assert_eq!(r.attr("from"), Some("bob@b.test/desk"));
-    assert_eq!(body(&r), "hi alice");
+    chat(&mut alice, &mut bob).await;
     // One outbound link each way.
     assert_eq!(federation(&a).link_count(), 1);
     assert_eq!(federation(&b).link_count(), 1);
@@ -493,48 +334,7 @@ async fn subscription_and_presence_across_servers() {
     let mut alice = online(&a, "a.test", "alice", "phone").await;
     let mut bob = online(&b, "b.test", "bob", "desk").await;
 
-    alice
-        .send("<presence type='subscribe' to='bob@b.test'/>")
-        .await;
-    let req = bob
-        .expect("the request", |e| {
-            e.name() == "presence" && e.attr("type") == Some("subscribe")
-        })
-        .await;
-    assert_eq!(req.attr("from"), Some("alice@a.test"));
-    bob.send("<presence type='subscribed' to='alice@a.test'/>")
-        .await;
-    // Approval brings bob's current presence to alice.
-    let p = alice
-        .expect("bob's presence", |e| {
-            e.name() == "presence" && e.attr("from") == Some("bob@b.test/desk")
-        })
-        .await;
-    assert_eq!(p.attr("type"), None, "{}", p.to_xml(""));
-    // Later changes are broadcast to the remote subscriber.
-    bob.send("<presence><show>away</show></presence>").await;
-    bob.expect("own presence", |e| {
-        e.name() == "presence" && e.has_child("show", ns::CLIENT)
-    })
-    .await;
-    let p = alice
-        .expect("bob away", |e| {
-            e.name() == "presence"
-                && e.attr("from") == Some("bob@b.test/desk")
-                && e.has_child("show", ns::CLIENT)
-        })
-        .await;
-    assert_eq!(p.get_child("show", ns::CLIENT).unwrap().text(), "away");
-    // A second resource of alice probes b.test at login and learns bob's presence.
-    let mut alice2 = a.login_at("a.test", "alice", "laptop").await;
-    alice2.send("<presence/>").await;
-    alice2
-        .expect("bob's presence by probe", |e| {
-            e.name() == "presence" && e.attr("from") == Some("bob@b.test/desk")
-        })
-        .await;
-    // Bob, who has no subscription to alice, does not learn hers from a probe: nothing comes.
-    bob.expect_silence(300).await;
+    subscription_and_presence(&a, &mut alice, &mut bob).await;
     a.stop().await;
     b.stop().await;
 }

@@ -27,6 +27,8 @@ use zorg_server::config::Config;
 use zorg_server::server::{RunningServer, start};
 use zorg_server::storage::{AccountStore, ScramHash};
 
+pub mod fed;
+
 /// How long any single expectation waits.
 pub const WAIT: Duration = Duration::from_secs(5);
 

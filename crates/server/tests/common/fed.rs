@@ -1,0 +1,226 @@
+//! Federation helpers shared by the s2s and virtual-hosting tests: an auditor's CA made with
+//! rcgen, federating test servers, and waiting for timer-driven conditions.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, CertifiedIssuer, DnType,
+    ExtendedKeyUsagePurpose, IsCa, KeyIdMethod, KeyPair, KeyUsagePurpose, RevokedCertParams,
+    SerialNumber,
+};
+use time::{Duration as TimeDuration, OffsetDateTime};
+use zorg_proto::{Element, ns};
+use zorg_server::config::{Config, DomainConfig, DurationStr};
+use zorg_server::federation::Federation;
+
+use super::{Client, TestServer, temp_dir, test_config};
+
+/// An auditor's CA, made in the test.
+pub struct Ca {
+    pub issuer: CertifiedIssuer<'static, KeyPair>,
+    pub dir: PathBuf,
+}
+
+impl Ca {
+    pub fn new(name: &str) -> Ca {
+        let mut params = CertificateParams::new(Vec::new()).unwrap();
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let issuer = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
+        Ca {
+            issuer,
+            dir: temp_dir("ca"),
+        }
+    }
+
+    /// The root certificate as a PEM file (a trust anchor).
+    pub fn root(&self) -> PathBuf {
+        let path = self.dir.join("root.crt");
+        std::fs::write(&path, self.issuer.pem()).unwrap();
+        path
+    }
+
+    /// A server certificate naming `names` (dNSName), both s2s purposes; (chain file, key file).
+    pub fn issue(&self, stem: &str, names: &[&str]) -> (PathBuf, PathBuf) {
+        self.issue_with(stem, names, |_| {})
+    }
+
+    pub fn issue_with(
+        &self,
+        stem: &str,
+        names: &[&str],
+        tweak: impl FnOnce(&mut CertificateParams),
+    ) -> (PathBuf, PathBuf) {
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let mut params = CertificateParams::new(names).unwrap();
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        tweak(&mut params);
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        let (crt, keyf) = (
+            self.dir.join(format!("{stem}.crt")),
+            self.dir.join(format!("{stem}.key")),
+        );
+        std::fs::write(&crt, cert.pem()).unwrap();
+        std::fs::write(&keyf, key.serialize_pem()).unwrap();
+        (crt, keyf)
+    }
+
+    /// A PEM CRL revoking `serials`, written to `path`.
+    pub fn write_crl(&self, path: &Path, serials: &[u64]) {
+        let now = OffsetDateTime::now_utc();
+        let params = CertificateRevocationListParams {
+            this_update: now - TimeDuration::minutes(1),
+            next_update: now + TimeDuration::days(7),
+            crl_number: SerialNumber::from(serials.len() as u64 + 1),
+            issuing_distribution_point: None,
+            revoked_certs: serials
+                .iter()
+                .map(|s| RevokedCertParams {
+                    serial_number: SerialNumber::from(*s),
+                    revocation_time: now - TimeDuration::minutes(1),
+                    reason_code: None,
+                    invalidity_date: None,
+                })
+                .collect(),
+            key_identifier_method: KeyIdMethod::Sha256,
+        };
+        let crl = params.signed_by(&self.issuer).unwrap();
+        std::fs::write(path, crl.pem().unwrap()).unwrap();
+    }
+}
+
+/// A federating server for `domain` with this certificate, trusting `anchor`.
+pub async fn fed_server(
+    domain: &str,
+    cert: (PathBuf, PathBuf),
+    anchor: &Path,
+    tweak: impl FnOnce(&mut Config),
+) -> TestServer {
+    let dir = temp_dir("s2s");
+    let mut c = test_config(&dir);
+    c.domains = vec![DomainConfig {
+        name: domain.into(),
+        certificate: Some(cert.0),
+        key: Some(cert.1),
+    }];
+    c.federation.enabled = true;
+    c.federation.trust_anchors = vec![anchor.to_path_buf()];
+    c.federation.connect_timeout = DurationStr::from_secs(5);
+    c.s2s.listen = vec!["127.0.0.1:0".parse().unwrap()];
+    c.s2s.direct_tls = vec!["127.0.0.1:0".parse().unwrap()];
+    tweak(&mut c);
+    TestServer::start_config(c, dir).await
+}
+
+pub fn s2s_addr(t: &TestServer) -> SocketAddr {
+    t.running.as_ref().unwrap().s2s_addrs[0]
+}
+
+/// Waits until `cond` holds, checking every 50 ms; fails after 60 s. Conditions that depend on
+/// timers (idle timeouts, the CRL poll) are waited for, never assumed after a fixed sleep, so a
+/// loaded machine makes a test slower, not red.
+pub async fn eventually(what: &str, cond: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !cond() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not within 60 s: {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+pub fn federation(t: &TestServer) -> &Federation {
+    t.server().federation.as_deref().unwrap()
+}
+
+pub async fn online(t: &TestServer, domain: &str, user: &str, resource: &str) -> Client {
+    let mut c = t.login_at(domain, user, resource).await;
+    c.available().await;
+    c
+}
+
+pub fn body(e: &Element) -> String {
+    e.get_child("body", ns::CLIENT)
+        .map(|b| b.text())
+        .unwrap_or_default()
+}
+
+/// alice@a.test/phone and bob@b.test/desk, both online, chat: one message each way.
+pub async fn chat(alice: &mut Client, bob: &mut Client) {
+    alice
+        .send("<message to='bob@b.test' type='chat' id='m1'><body>hello bob</body></message>")
+        .await;
+    let m = bob
+        .expect("alice's message", |e| e.name() == "message")
+        .await;
+    assert_eq!(m.attr("from"), Some("alice@a.test/phone"));
+    assert_eq!(m.attr("type"), Some("chat"));
+    assert_eq!(body(&m), "hello bob");
+
+    bob.send(
+        "<message to='alice@a.test/phone' type='chat' id='r1'><body>hi alice</body></message>",
+    )
+    .await;
+    let r = alice.expect("bob's reply", |e| e.name() == "message").await;
+    assert_eq!(r.attr("from"), Some("bob@b.test/desk"));
+    assert_eq!(body(&r), "hi alice");
+}
+
+/// alice@a.test/phone (on `a`) subscribes to bob@b.test/desk, both online; bob approves. Alice
+/// sees bob's presence and its change to away, and a second resource of alice, logged in on `a`
+/// now, learns it by probe; bob, not subscribed to alice, learns nothing of hers.
+pub async fn subscription_and_presence(a: &TestServer, alice: &mut Client, bob: &mut Client) {
+    alice
+        .send("<presence type='subscribe' to='bob@b.test'/>")
+        .await;
+    let req = bob
+        .expect("the request", |e| {
+            e.name() == "presence" && e.attr("type") == Some("subscribe")
+        })
+        .await;
+    assert_eq!(req.attr("from"), Some("alice@a.test"));
+    bob.send("<presence type='subscribed' to='alice@a.test'/>")
+        .await;
+    // Approval brings bob's current presence to alice.
+    let p = alice
+        .expect("bob's presence", |e| {
+            e.name() == "presence" && e.attr("from") == Some("bob@b.test/desk")
+        })
+        .await;
+    assert_eq!(p.attr("type"), None, "{}", p.to_xml(""));
+    // Later changes are broadcast to the subscriber.
+    bob.send("<presence><show>away</show></presence>").await;
+    bob.expect("own presence", |e| {
+        e.name() == "presence" && e.has_child("show", ns::CLIENT)
+    })
+    .await;
+    let p = alice
+        .expect("bob away", |e| {
+            e.name() == "presence"
+                && e.attr("from") == Some("bob@b.test/desk")
+                && e.has_child("show", ns::CLIENT)
+        })
+        .await;
+    assert_eq!(p.get_child("show", ns::CLIENT).unwrap().text(), "away");
+    // A second resource of alice probes bob at login and learns his presence.
+    let mut alice2 = a.login_at("a.test", "alice", "laptop").await;
+    alice2.send("<presence/>").await;
+    alice2
+        .expect("bob's presence by probe", |e| {
+            e.name() == "presence" && e.attr("from") == Some("bob@b.test/desk")
+        })
+        .await;
+    // Bob, who has no subscription to alice, does not learn hers from a probe: nothing comes.
+    bob.expect_silence(300).await;
+}
