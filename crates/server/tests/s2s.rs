@@ -314,6 +314,49 @@ async fn inbound_link_delivers_and_a_forged_from_is_invalid_from() {
 }
 
 #[tokio::test]
+async fn bad_sasl_external_requests_are_refused() {
+    let ca = Ca::new("Auditor");
+    let (a, b) = pair(&ca, ca.issue("b", &["b.test"])).await;
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
+    let sasl = "xmlns='urn:ietf:params:xml:ns:xmpp-sasl'";
+    let bad = [
+        // Authorisation for another domain than the stream's `from` (c.test).
+        format!(
+            "<auth {sasl} mechanism='EXTERNAL'>{}</auth>",
+            b64(b"a.test")
+        ),
+        format!("<auth {sasl} mechanism='EXTERNAL'>!!not base64!!</auth>"),
+        // Valid base64 of bytes that are not UTF-8.
+        format!(
+            "<auth {sasl} mechanism='EXTERNAL'>{}</auth>",
+            b64(&[0xff, 0xfe])
+        ),
+        // A mechanism that is not offered.
+        format!(
+            "<auth {sasl} mechanism='PLAIN'>{}</auth>",
+            b64(b"\0c.test\0x")
+        ),
+        // Not an <auth/> at all.
+        "<iq type='get' id='x' from='c.test' to='b.test'/>".to_owned(),
+    ];
+    for req in bad {
+        let mut c = raw_connect(&ca, &b).await;
+        c.send(&req).await;
+        let f = c.next().await;
+        assert!(
+            f.is("failure", ns::SASL) && f.has_child("invalid-authzid", ns::SASL),
+            "{req}: {}",
+            f.to_xml("")
+        );
+        c.expect_stream_error("not-authorized").await;
+    }
+    // The listener is unharmed: a correct request still succeeds.
+    raw_peer(&ca, &b).await;
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
 async fn inbound_peer_without_a_trusted_certificate_gets_no_sasl() {
     let ca = Ca::new("Auditor");
     let stranger = Ca::new("Stranger");

@@ -92,10 +92,8 @@ async fn negotiate(
         .with_child(Element::new("mechanism", ns::SASL).with_text("EXTERNAL"))]);
     s.flush().await.ok()?;
     let auth = next_element(&mut s).await?;
-    let authzid = auth
-        .is("auth", ns::SASL)
-        .then(|| auth.attr("mechanism") == Some("EXTERNAL"))
-        .and_then(|external| external.then(|| decode_authzid(&auth.text())))
+    let authzid = (auth.is("auth", ns::SASL) && auth.attr("mechanism") == Some("EXTERNAL"))
+        .then(|| decode_authzid(&auth.text()))
         .flatten();
     // XEP-0178 §3: the authorization identity is empty or the domain of the stream's `from`.
     if !authzid.is_some_and(|a| a.is_empty() || a == peers.from) {
