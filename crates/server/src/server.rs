@@ -40,6 +40,9 @@ pub enum StartError {
     /// Certificates.
     #[error("TLS: {0}")]
     Tls(#[from] TlsError),
+    /// Federation could not be set up (DNS resolver, DNSSEC trust anchors).
+    #[error("federation: {0}")]
+    Federation(String),
     /// A listener could not be bound.
     #[error(
         "cannot listen on {addr}: {why} (is another server running there? change [c2s] in the config)"
@@ -166,9 +169,11 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
             crls,
             "federation trust loaded"
         );
+        let dns = crate::federation::dns::Dns::new(f).map_err(StartError::Federation)?;
         Some(Arc::new(Federation::new(
             f,
             trust,
+            dns,
             l.max_unauthenticated as usize,
         )))
     } else {

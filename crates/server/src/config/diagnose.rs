@@ -324,6 +324,7 @@ fn schema() -> Option<toml::Table> {
         d.certificate = Some("certificate".into());
         d.key = Some("key".into());
     }
+    sample.federation.dnssec_trust_anchors = Some("anchors".into());
     let toml::Value::Table(mut schema) = toml::Value::try_from(&sample).ok()? else {
         return None;
     };

@@ -67,6 +67,13 @@ pub struct FederationConfig {
     /// An outbound link with no traffic for this long is closed (reopened when needed).
     /// Default "10m"; bounds "10s".."1d".
     pub idle_timeout: DurationStr,
+    /// DNS servers asked for SRV, A/AAAA and TLSA records, as "IP:port" (UDP, then TCP for
+    /// long answers). Empty: the system's (/etc/resolv.conf). Default: [].
+    pub dns_servers: Vec<SocketAddr>,
+    /// A file of DNSKEY records (zone-file syntax) that DNSSEC validation starts from, for a
+    /// closed network with its own signed zones. Unset: the IANA root keys built in. Only used
+    /// with `dane = true`. Relative paths are relative to the config file. Default: unset.
+    pub dnssec_trust_anchors: Option<PathBuf>,
     /// `[federation.hosts]`: "domain" = "IP:port" pairs that replace DNS discovery for these
     /// domains, for closed networks and tests. Default: none.
     pub hosts: BTreeMap<String, SocketAddr>,
@@ -84,6 +91,8 @@ impl Default for FederationConfig {
             deny: Vec::new(),
             connect_timeout: DurationStr::from_secs(30),
             idle_timeout: DurationStr::from_mins(10),
+            dns_servers: Vec::new(),
+            dnssec_trust_anchors: None,
             hosts: BTreeMap::new(),
         }
     }
@@ -119,6 +128,18 @@ impl FederationConfig {
                 if p.as_os_str().is_empty() {
                     c.push(&format!("{key}[{i}]"), "is empty; give a file name");
                 }
+            }
+        }
+        if let Some(p) = &self.dnssec_trust_anchors {
+            if p.as_os_str().is_empty() {
+                c.push(
+                    "dnssec_trust_anchors",
+                    "is empty; give a file name or remove the key",
+                );
+            } else if !self.dane {
+                let message = "is only used with dane = true (DNSSEC validation is off \
+                               otherwise); set dane = true or remove the key";
+                c.push("dnssec_trust_anchors", message);
             }
         }
         let mut allowed = HashMap::new();

@@ -86,6 +86,10 @@ fn federation_bounds_and_rules() {
         ("allow = [\"x.example\", \"y.example\"]\ndeny = [\"Y.example\"]", "federation.deny[0]",
          "both allowed (federation.allow[1]) and denied"),
         ("crls = [\"\"]", "federation.crls[0]", "empty"),
+        ("dnssec_trust_anchors = \"\"\ndane = true", "federation.dnssec_trust_anchors", "empty"),
+        ("dnssec_trust_anchors = \"keys.txt\"", "federation.dnssec_trust_anchors",
+         "only used with dane = true"),
+        ("dns_servers = [\"127.0.0.1\"]", "federation.dns_servers[0]", "IP:port"),
     ];
     for (lines, path, message) in cases {
         let problems = Config::check(&federating(lines));
@@ -93,6 +97,25 @@ fn federation_bounds_and_rules() {
         assert!(p.message.contains(message), "{path}: {:?}", p.message);
         assert!(p.line.is_some_and(|l| l >= 6), "{path}: {:?}", p.line);
     }
+}
+
+#[test]
+fn dns_keys_are_read_and_paths_resolved() {
+    let text = federating(
+        "dane = true\ndnssec_trust_anchors = \"dns/anchors.txt\"\n\
+         dns_servers = [\"127.0.0.53:53\", \"[::1]:5353\"]",
+    );
+    let config = Config::from_str_at(&text, Path::new("/etc/zorg")).unwrap();
+    let f = &config.federation;
+    assert_eq!(
+        f.dnssec_trust_anchors.as_deref(),
+        Some(Path::new("/etc/zorg/dns/anchors.txt"))
+    );
+    assert_eq!(f.dns_servers.len(), 2);
+    assert_eq!(f.dns_servers[1].port(), 5353);
+    // Defaults: the system's resolver, the built-in root keys.
+    let d = FederationConfig::default();
+    assert!(d.dns_servers.is_empty() && d.dnssec_trust_anchors.is_none() && !d.dane);
 }
 
 #[test]

@@ -146,6 +146,7 @@ impl Config {
             .trust_anchors
             .iter_mut()
             .chain(&mut federation.crls)
+            .chain(&mut federation.dnssec_trust_anchors)
         {
             resolve(p);
         }

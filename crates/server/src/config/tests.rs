@@ -94,13 +94,14 @@ fn example_has_exactly_the_fields() {
     assert_eq!(in_example, in_default);
 }
 
-/// Keys that are unset by default (certificate, key) cannot be in the parsed example; they must
+/// Keys that are unset by default (certificate, key, dnssec_trust_anchors) cannot be in the parsed example; they must
 /// still be documented in it, as comments.
 #[test]
 fn example_documents_every_key() {
     let mut sample = Config::default();
     sample.domains[0].certificate = Some("c".into());
     sample.domains[0].key = Some("k".into());
+    sample.federation.dnssec_trust_anchors = Some("a".into());
     let sample: toml::Table = toml::from_str(&toml::to_string(&sample).unwrap()).unwrap();
     let mut every_key = BTreeSet::new();
     key_paths(&sample, "", &mut every_key);

@@ -2,15 +2,17 @@
 //! idle, and account for every stanza it was given: written, handed to a successor link, or
 //! bounced to its sender.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
 use zorg_proto::{Element, Frame, StanzaCondition, StreamCondition, StreamError};
 
+use super::dns::Target;
 use super::{Federation, incoming};
 use crate::server::Server;
 use crate::stream::io::XmlStream;
-use crate::stream::s2s::outbound::{self, Failure, Tls};
+use crate::stream::s2s::outbound::{self, Failure, Route, Tls};
 
 /// How a link ended, which decides what happens to stanzas still queued.
 enum End {
@@ -78,36 +80,20 @@ impl Link {
 
     async fn establish(&self) -> Result<XmlStream<Tls>, End> {
         let (local, remote) = (&self.key.0, &self.key.1);
-        let Some(addr) = self.fed.resolve(remote) else {
-            let text = format!("no address known for {remote}");
-            tracing::warn!(%local, %remote, "outbound s2s link refused: {text} (only [federation.hosts] is consulted so far)");
-            return Err(End::Bounce(StanzaCondition::RemoteServerNotFound, text));
-        };
         let timeout = self.server.config.federation.connect_timeout.get();
         let mut shutdown = self.server.shutdown.clone();
-        let connecting = Box::pin(outbound::connect(
-            &self.server,
-            &self.fed,
-            local,
-            remote,
-            addr,
-        ));
         let r = tokio::select! {
-            r = tokio::time::timeout(timeout, connecting) => r,
+            r = tokio::time::timeout(timeout, Box::pin(self.reach())) => r,
             _ = shutdown.changed() => return Err(End::Shutdown),
         };
         match r {
-            Ok(Ok(s)) => {
-                tracing::info!(%local, %remote, %addr, "outbound s2s link accepted");
+            Ok(Ok((s, route))) => {
+                tracing::info!(%local, %remote, addr = %route.0, direct_tls = route.1, "outbound s2s link accepted");
                 Ok(s)
             }
             Ok(Err(f)) => {
-                let reason = match &f {
-                    Failure::Refused { reason, .. } => reason,
-                    Failure::NotFound(_) => "not-found",
-                    Failure::Unreachable(_) => "unreachable",
-                };
-                tracing::warn!(%local, %remote, %addr, reason, "outbound s2s link refused: {f}");
+                let reason = f.reason();
+                tracing::warn!(%local, %remote, reason, "outbound s2s link refused: {f}");
                 Err(End::Bounce(
                     StanzaCondition::RemoteServerNotFound,
                     f.to_string(),
@@ -118,10 +104,71 @@ impl Link {
                     "{remote} did not complete a link within {}s",
                     timeout.as_secs()
                 );
-                tracing::warn!(%local, %remote, %addr, reason = "timeout", "outbound s2s link failed: {text}");
+                tracing::warn!(%local, %remote, reason = "timeout", "outbound s2s link failed: {text}");
                 Err(End::Bounce(StanzaCondition::RemoteServerTimeout, text))
             }
         }
+    }
+
+    /// Finds the peer and tries its targets in order until a link comes up: the
+    /// `[federation.hosts]` entry if there is one, else what DNS says (see [`super::dns`]).
+    /// Gives back the stream and where it went (address, direct TLS).
+    async fn reach(&self) -> Result<(XmlStream<Tls>, (SocketAddr, bool)), Failure> {
+        let remote = &self.key.1;
+        if let Some(addr) = self.fed.static_host(remote) {
+            let route = Route {
+                addr,
+                direct_tls: false,
+                tlsa: None,
+            };
+            return self.attempt(route).await;
+        }
+        let targets = self.fed.dns.targets(remote).await?;
+        let mut failure: Option<Failure> = None;
+        for target in &targets {
+            match self.try_target(target).await {
+                Ok(up) => return Ok(up),
+                Err(f) => failure = Some(more_telling(failure, f)),
+            }
+        }
+        Err(failure.unwrap_or_else(|| Failure::NotFound(format!("no server found for {remote}"))))
+    }
+
+    /// Every address of one target, in order.
+    async fn try_target(
+        &self,
+        target: &Target,
+    ) -> Result<(XmlStream<Tls>, (SocketAddr, bool)), Failure> {
+        let tlsa = if target.secure {
+            self.fed.dns.tlsa(&target.host, target.port).await?
+        } else {
+            None
+        };
+        let mut failure: Option<Failure> = None;
+        for ip in self.fed.dns.addresses(&target.host).await? {
+            let route = Route {
+                addr: SocketAddr::new(ip, target.port),
+                direct_tls: target.direct_tls,
+                tlsa: tlsa.as_deref(),
+            };
+            match self.attempt(route).await {
+                Ok(up) => return Ok(up),
+                Err(f) => failure = Some(more_telling(failure, f)),
+            }
+        }
+        Err(failure.unwrap_or_else(|| Failure::NotFound(format!("{} has no address", target.host))))
+    }
+
+    async fn attempt(
+        &self,
+        route: Route<'_>,
+    ) -> Result<(XmlStream<Tls>, (SocketAddr, bool)), Failure> {
+        let (local, remote) = (&self.key.0, &self.key.1);
+        let r = outbound::connect(&self.server, &self.fed, local, remote, route).await;
+        if let Err(f) = &r {
+            tracing::debug!(%local, %remote, addr = %route.addr, direct_tls = route.direct_tls, "outbound s2s attempt failed: {f}");
+        }
+        r.map(|s| (s, (route.addr, route.direct_tls)))
     }
 
     /// Writes queued stanzas until the link is idle, broken or shut down.
@@ -180,5 +227,14 @@ impl Link {
                 }
             }
         }
+    }
+}
+
+/// Of two failures, the one that tells the operator more: a refusal (a certificate, DANE,
+/// DNSSEC) over an address that did not answer, and the later one otherwise.
+fn more_telling(earlier: Option<Failure>, later: Failure) -> Failure {
+    match earlier {
+        Some(e @ Failure::Refused { .. }) if !matches!(later, Failure::Refused { .. }) => e,
+        _ => later,
     }
 }

@@ -6,6 +6,7 @@
 //!
 //! [`incoming`] routes what arrives from other servers (and the bounces) to local accounts.
 
+pub mod dns;
 pub mod incoming;
 mod link;
 
@@ -56,19 +57,23 @@ pub struct Federation {
     config: FederationConfig,
     /// `[federation.hosts]`, changeable at run time (tests learn ports only after start).
     hosts: RwLock<BTreeMap<String, SocketAddr>>,
+    /// Discovery for every other domain.
+    dns: dns::Dns,
     links: DashMap<(String, String), LinkEntry>,
     next_link: AtomicU64,
 }
 
 impl Federation {
-    /// Federation state for this configuration with a loaded trust.
+    /// Federation state for this configuration with a loaded trust and a resolver.
     pub fn new(
         config: &FederationConfig,
         trust: FederationTrust,
+        dns: dns::Dns,
         max_unauthenticated: usize,
     ) -> Self {
         Federation {
             trust,
+            dns,
             unauthenticated: Arc::new(Semaphore::new(max_unauthenticated)),
             hosts: RwLock::new(config.hosts.clone()),
             config: config.clone(),
@@ -83,10 +88,8 @@ impl Federation {
         hosts.insert(domain.to_ascii_lowercase(), addr);
     }
 
-    /// Where to connect for `domain`: a STARTTLS port.
-    // TODO(federation): SRV (_xmpp-server._tcp, _xmpps-server._tcp) and A/AAAA on 5269; only
-    // the static hosts are consulted for now.
-    fn resolve(&self, domain: &str) -> Option<SocketAddr> {
+    /// The `[federation.hosts]` address of `domain` (a STARTTLS port), which replaces DNS.
+    fn static_host(&self, domain: &str) -> Option<SocketAddr> {
         let hosts = self.hosts.read().unwrap_or_else(PoisonError::into_inner);
         hosts.get(domain).copied()
     }

@@ -42,20 +42,25 @@ pub fn server_config(
 }
 
 /// A client configuration for outbound links from the domain of `cert`, which it presents as
-/// its client certificate.
+/// its client certificate. `direct_tls` offers ALPN "xmpp-server" (XEP-0368); after STARTTLS no
+/// ALPN is sent, as a server may refuse a protocol it does not expect there.
 pub fn client_config(
     cert: &DomainCert,
     trust: &FederationTrust,
+    direct_tls: bool,
 ) -> Result<Arc<rustls::ClientConfig>, TlsError> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let verifier = Arc::new(DeferredServer {
         inner: trust.verifiers().outbound.clone(),
     });
-    let cfg = rustls::ClientConfig::builder_with_provider(provider)
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
         .dangerous()
         .with_custom_certificate_verifier(verifier)
         .with_client_cert_resolver(Arc::new(OwnCert(cert.key.clone())));
+    if direct_tls {
+        cfg.alpn_protocols = vec![ALPN_SERVER.to_vec()];
+    }
     Ok(Arc::new(cfg))
 }
 

@@ -150,6 +150,21 @@ pub async fn online(t: &TestServer, domain: &str, user: &str, resource: &str) ->
     c
 }
 
+/// The condition and text of an error stanza.
+pub fn error_of(e: &Element) -> (String, String) {
+    let err = e.get_child("error", ns::CLIENT).expect("an <error/>");
+    let cond = err
+        .children()
+        .find(|c| c.ns() == ns::STANZA_ERRORS && c.name() != "text")
+        .map(|c| c.name().to_owned())
+        .unwrap_or_default();
+    let text = err
+        .get_child("text", ns::STANZA_ERRORS)
+        .map(|t| t.text())
+        .unwrap_or_default();
+    (cond, text)
+}
+
 pub fn body(e: &Element) -> String {
     e.get_child("body", ns::CLIENT)
         .map(|b| b.text())

@@ -17,6 +17,7 @@ use crate::federation::Federation;
 use crate::server::Server;
 use crate::stream::c2s::next_element;
 use crate::stream::io::XmlStream;
+use crate::tls::dane::{self, Tlsa};
 use crate::tls::trust::PeerRole;
 
 /// The TLS stream of an outbound link.
@@ -39,6 +40,17 @@ pub enum Failure {
     },
 }
 
+impl Failure {
+    /// A short stable label for the log.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Failure::Refused { reason, .. } => reason,
+            Failure::NotFound(_) => "not-found",
+            Failure::Unreachable(_) => "unreachable",
+        }
+    }
+}
+
 impl std::fmt::Display for Failure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -48,41 +60,42 @@ impl std::fmt::Display for Failure {
     }
 }
 
-/// Connects from `local` to `remote` at `addr` and negotiates the stream up to the point where
-/// stanzas may be written. The caller bounds it with `[federation] connect_timeout`.
+/// Where and how to connect: one address of one discovered target.
+#[derive(Debug, Clone, Copy)]
+pub struct Route<'a> {
+    /// The address.
+    pub addr: SocketAddr,
+    /// TLS from the first byte (XEP-0368) instead of STARTTLS.
+    pub direct_tls: bool,
+    /// TLSA records the peer's certificate must match (DANE), when DNSSEC proved some.
+    pub tlsa: Option<&'a [Tlsa]>,
+}
+
+/// Connects from `local` to `remote` by `route` and negotiates the stream up to the point
+/// where stanzas may be written. The caller bounds it with `[federation] connect_timeout`.
 pub async fn connect(
     server: &Arc<Server>,
     fed: &Federation,
     local: &str,
     remote: &str,
-    addr: SocketAddr,
+    route: Route<'_>,
 ) -> Result<XmlStream<Tls>, Failure> {
+    let addr = route.addr;
     let gone = |what: &str| Failure::Unreachable(format!("{remote} ({addr}) {what}"));
     let tcp = TcpStream::connect(addr)
         .await
         .map_err(|e| Failure::Unreachable(format!("cannot connect to {remote} at {addr}: {e}")))?;
     let _ = tcp.set_nodelay(true);
-    let mut s = XmlStream::new(tcp, server.limits, server.config.limits.read_rate);
-    let features = open(&mut s, local, remote)
-        .await
-        .ok_or_else(|| gone("did not open a stream"))?;
-    if !features.has_child("starttls", ns::TLS) {
-        return Err(gone("does not offer STARTTLS"));
-    }
-    s.queue_raw(b"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>");
-    s.flush().await.map_err(|_| gone("closed the connection"))?;
-    match next_element(&mut s).await {
-        Some(p) if p.is("proceed", ns::TLS) => {}
-        _ => return Err(gone("refused STARTTLS")),
-    }
-    let tcp = s
-        .into_inner()
-        .map_err(|_| gone("sent data after <proceed/>"))?;
+    let tcp = if route.direct_tls {
+        tcp
+    } else {
+        starttls(server, tcp, local, remote, &gone).await?
+    };
     let cert = server
         .tls
         .cert_of(local)
         .ok_or_else(|| Failure::NotFound(format!("no certificate for {local}")))?;
-    let config = crate::tls::s2s::client_config(cert, &fed.trust)
+    let config = crate::tls::s2s::client_config(cert, &fed.trust, route.direct_tls)
         .map_err(|e| Failure::Unreachable(format!("TLS configuration: {e}")))?;
     let name = ServerName::try_from(remote.to_owned())
         .map_err(|_| Failure::NotFound(format!("{remote} is not a DNS name")))?;
@@ -101,6 +114,18 @@ pub async fn connect(
             sentence: r.sentence,
             reason: r.reason,
         })?;
+    if let Some(records) = route.tlsa
+        && dane::check(records, &chain) == dane::Verdict::Mismatch
+    {
+        return Err(Failure::Refused {
+            sentence: format!(
+                "the certificate of {remote} at {addr} matches none of the TLSA records its \
+                 DNS publishes (DANE): either the server's certificate or the TLSA records \
+                 are out of date; its operator must publish records for the current certificate"
+            ),
+            reason: "dane-mismatch",
+        });
+    }
     let mut s = XmlStream::new(tls, server.limits, server.config.limits.read_rate);
     let features = open(&mut s, local, remote)
         .await
@@ -135,6 +160,32 @@ pub async fn connect(
         .await
         .ok_or_else(|| gone("closed the stream after SASL"))?;
     Ok(s)
+}
+
+/// Opens a stream in the clear and upgrades it with STARTTLS (RFC 6120 §5); gives back the
+/// TCP stream for the TLS handshake.
+async fn starttls(
+    server: &Arc<Server>,
+    tcp: TcpStream,
+    local: &str,
+    remote: &str,
+    gone: &impl Fn(&str) -> Failure,
+) -> Result<TcpStream, Failure> {
+    let mut s = XmlStream::new(tcp, server.limits, server.config.limits.read_rate);
+    let features = open(&mut s, local, remote)
+        .await
+        .ok_or_else(|| gone("did not open a stream"))?;
+    if !features.has_child("starttls", ns::TLS) {
+        return Err(gone("does not offer STARTTLS"));
+    }
+    s.queue_raw(b"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>");
+    s.flush().await.map_err(|_| gone("closed the connection"))?;
+    match next_element(&mut s).await {
+        Some(p) if p.is("proceed", ns::TLS) => {}
+        _ => return Err(gone("refused STARTTLS")),
+    }
+    s.into_inner()
+        .map_err(|_| gone("sent data after <proceed/>"))
 }
 
 /// Sends our header, reads the peer's and its features.
