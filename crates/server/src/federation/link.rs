@@ -13,6 +13,7 @@ use super::{Federation, incoming};
 use crate::server::Server;
 use crate::stream::io::XmlStream;
 use crate::stream::s2s::outbound::{self, Failure, Route, Tls};
+use crate::tls::trust::PeerRole;
 
 /// How a link ended, which decides what happens to stanzas still queued.
 enum End {
@@ -179,6 +180,7 @@ impl Link {
     ) -> End {
         let idle = self.server.config.federation.idle_timeout.get();
         let mut shutdown = self.server.shutdown.clone();
+        let mut trust = self.fed.trust_changes();
         let broken = |what: &str| {
             let text = format!("the link to {} broke ({what})", self.key.1);
             End::Bounce(StanzaCondition::RemoteServerNotFound, text)
@@ -220,6 +222,17 @@ impl Link {
                 _ = tokio::time::sleep_until(idle_at) => {
                     s.close().await;
                     return End::Requeue;
+                }
+                _ = trust.changed() => {
+                    let chain = s.get_ref().get_ref().1.peer_certificates().unwrap_or_default();
+                    if let Err(r) = self.fed.recheck(PeerRole::Outbound, chain, &self.key.1) {
+                        tracing::warn!(local = %self.key.0, remote = %self.key.1, reason = r.reason, "outbound s2s link closed: {}", r.sentence);
+                        let e = StreamError::new(StreamCondition::PolicyViolation)
+                            .with_text("this server no longer accepts your certificate");
+                        s.fail(&e).await;
+                        // A new link is refused with the same reason, and bounces say why.
+                        return End::Requeue;
+                    }
                 }
                 _ = shutdown.changed() => {
                     s.fail(&StreamError::new(StreamCondition::SystemShutdown)).await;

@@ -61,6 +61,9 @@ pub struct Federation {
     dns: dns::Dns,
     links: DashMap<(String, String), LinkEntry>,
     next_link: AtomicU64,
+    /// Bumped when the CRLs change and every hour (certificates expire while links stay open):
+    /// open links then check their peer's certificate again.
+    trust_epoch: tokio::sync::watch::Sender<u64>,
 }
 
 impl Federation {
@@ -79,6 +82,7 @@ impl Federation {
             config: config.clone(),
             links: DashMap::new(),
             next_link: AtomicU64::new(1),
+            trust_epoch: tokio::sync::watch::Sender::new(0),
         }
     }
 
@@ -120,6 +124,27 @@ impl Federation {
                 sentence: r.to_string(),
                 reason: r.reason(),
             })
+    }
+
+    /// Wakes when open links must check their peer again (see [`Federation::recheck`]).
+    pub fn trust_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.trust_epoch.subscribe()
+    }
+
+    /// Checks the peer of an open link again, against today's CRLs, clock and allow/deny lists:
+    /// a revocation or expiry ends links that are already up, not only new ones.
+    pub fn recheck(
+        &self,
+        role: PeerRole,
+        chain: &[CertificateDer<'_>],
+        domain: &str,
+    ) -> Result<(), Refused> {
+        self.check(role, chain, domain, UnixTime::now())
+    }
+
+    /// Tells open links to check their peers again.
+    fn trust_changed(&self) {
+        self.trust_epoch.send_modify(|e| *e += 1);
     }
 
     /// How many outbound links exist (connecting or up).
@@ -198,18 +223,29 @@ pub async fn route_any(server: &Arc<Server>, el: Element) {
 }
 
 /// Polls the CRL files every few seconds and logs what changed (RFC 5280 CRLs from the auditor;
-/// see [`FederationTrust::reload_crls`]). Ends at shutdown.
+/// see [`FederationTrust::reload_crls`]); after a change, and every hour, open links check their
+/// peers again. Ends at shutdown.
 pub async fn reload_crls(fed: Arc<Federation>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
     const EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+    const RECHECK_EVERY: u32 = 720; // polls: one hour
+    let mut polls = 0u32;
     loop {
         tokio::select! {
             _ = tokio::time::sleep(EVERY) => {}
             _ = shutdown.changed() => return,
         }
+        polls += 1;
         match fed.trust.reload_crls() {
-            Ok(crate::tls::trust::Reload::Unchanged) => {}
+            Ok(crate::tls::trust::Reload::Unchanged) => {
+                if polls >= RECHECK_EVERY {
+                    polls = 0;
+                    fed.trust_changed();
+                }
+            }
             Ok(crate::tls::trust::Reload::Reloaded { crls }) => {
-                tracing::info!(crls, "federation CRLs reloaded; new links use them");
+                tracing::info!(crls, "federation CRLs reloaded; open links are checked again");
+                polls = 0;
+                fed.trust_changed();
             }
             Err(e) => {
                 tracing::warn!(error = %e, "federation CRLs not reloaded; the previous ones stay in use")
