@@ -99,6 +99,14 @@ impl Ctx<'_> {
             self.to_self.push(r);
         }
     }
+
+    /// Answers the IQ request `iq`: a result with the payload, or the error.
+    pub fn answer(&mut self, iq: &Element, r: Result<Option<Element>, StanzaError>) {
+        match r {
+            Ok(payload) => self.to_self.push(crate::modules::iq_result(iq, payload)),
+            Err(e) => self.reply_error(iq, e),
+        }
+    }
 }
 
 /// Why the session loop ends.

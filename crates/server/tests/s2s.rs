@@ -68,6 +68,65 @@ async fn alice_and_bob_chat_across_two_servers() {
 }
 
 #[tokio::test]
+async fn the_server_answers_remote_queries_for_itself_and_its_accounts() {
+    let ca = Ca::new("Auditor");
+    let (a, b) = pair(&ca, ca.issue("b", &["b.test"])).await;
+    let mut bob = online(&b, "b.test", "bob", "desk").await;
+    // disco#info of the remote server: its identity and features (XEP-0030).
+    let r = bob
+        .iq("<iq type='get' to='a.test' id='d1'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>", "d1")
+        .await;
+    assert_eq!(r.attr("type"), Some("result"), "{}", r.to_xml(""));
+    assert_eq!(r.attr("from"), Some("a.test"));
+    let q = r.get_child("query", ns::DISCO_INFO).unwrap();
+    let identity = q.get_child("identity", ns::DISCO_INFO).unwrap();
+    assert_eq!(identity.attr("category"), Some("server"));
+    assert!(q.children().any(|f| f.attr("var") == Some(ns::PING)));
+    // Entity time (XEP-0202).
+    let r = bob
+        .iq(
+            "<iq type='get' to='a.test' id='t1'><time xmlns='urn:xmpp:time'/></iq>",
+            "t1",
+        )
+        .await;
+    assert!(r.get_child("time", ns::TIME).is_some(), "{}", r.to_xml(""));
+    // An account's bare JID: the server answers on its behalf.
+    let r = bob
+        .iq("<iq type='get' to='alice@a.test' id='d2'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>", "d2")
+        .await;
+    assert_eq!(r.attr("type"), Some("result"), "{}", r.to_xml(""));
+    assert_eq!(r.attr("from"), Some("alice@a.test"));
+    let q = r.get_child("query", ns::DISCO_INFO).unwrap();
+    assert_eq!(
+        q.get_child("identity", ns::DISCO_INFO)
+            .unwrap()
+            .attr("category"),
+        Some("account")
+    );
+    // An account that does not exist, and a query nobody answers, look the same.
+    for (id, to, payload) in [
+        (
+            "d3",
+            "nobody@a.test",
+            "<query xmlns='http://jabber.org/protocol/disco#info'/>",
+        ),
+        ("v1", "alice@a.test", "<query xmlns='jabber:iq:version'/>"),
+        ("r1", "a.test", "<query xmlns='jabber:iq:roster'/>"),
+    ] {
+        let r = bob
+            .iq(
+                &format!("<iq type='get' to='{to}' id='{id}'>{payload}</iq>"),
+                id,
+            )
+            .await;
+        assert_eq!(r.attr("type"), Some("error"), "{}", r.to_xml(""));
+        assert_eq!(error_of(&r).0, "service-unavailable", "{}", r.to_xml(""));
+    }
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
 async fn certificate_from_another_ca_is_refused_and_the_message_bounces() {
     let ca = Ca::new("Auditor");
     let stranger = Ca::new("Stranger");

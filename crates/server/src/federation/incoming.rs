@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use zorg_proto::jid::Jid;
-use zorg_proto::{Element, StanzaCondition, StanzaError, ns};
+use zorg_proto::{Element, StanzaCondition, StanzaError};
 
 use super::route_any;
 use crate::modules::message::{MessageType, deliver_local};
@@ -112,9 +112,20 @@ async fn iq(server: &Arc<Server>, el: Element, to: &Jid) {
                 reply_error(server, &el, StanzaCondition::ServiceUnavailable.into()).await;
             }
         }
-        (None, None) if request && is_ping(&el) => {
-            // XEP-0199: peers ping the server over the link.
-            Box::pin(route_any(server, iq_result(&el, None))).await;
+        // The server answers for itself and, on their behalf, for its accounts' bare JIDs: the
+        // same public queries a local client may ask (disco, ping, time, version).
+        (None, None) if request => {
+            let r = crate::modules::public_server_query(server, &el)
+                .unwrap_or_else(|| Err(StanzaCondition::ServiceUnavailable.into()));
+            answer(server, &el, r).await;
+        }
+        (Some(_), None) if request => {
+            let r = if blocking::blocks(server, &bare, &from).await {
+                Err(StanzaCondition::ServiceUnavailable.into())
+            } else {
+                crate::modules::public_account_query(server, &el, &bare).await
+            };
+            answer(server, &el, r).await;
         }
         _ if request => {
             reply_error(server, &el, StanzaCondition::ServiceUnavailable.into()).await;
@@ -123,6 +134,10 @@ async fn iq(server: &Arc<Server>, el: Element, to: &Jid) {
     }
 }
 
-fn is_ping(el: &Element) -> bool {
-    el.attr("type") == Some("get") && el.has_child("ping", ns::PING)
+/// Answers a request from a remote entity: a result with the payload, or the error.
+async fn answer(server: &Arc<Server>, iq: &Element, r: Result<Option<Element>, StanzaError>) {
+    match r {
+        Ok(payload) => Box::pin(route_any(server, iq_result(iq, payload))).await,
+        Err(e) => reply_error(server, iq, e).await,
+    }
 }

@@ -9,9 +9,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use zorg_proto::{Element, StanzaCondition, StanzaError, ns};
 
 use crate::config::Config;
-use crate::modules::iq_result;
 use crate::server::Server;
-use crate::session::Ctx;
 use crate::storage::AccountStore;
 
 /// The XEP-0115 node naming this software.
@@ -66,13 +64,12 @@ fn node_of(el: &Element, q: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// disco#info of a served domain (also answers the caps node).
-pub fn server_info(ctx: &mut Ctx<'_>, el: Element) {
-    let node = node_of(&el, ns::DISCO_INFO);
-    let caps_node = format!("{CAPS_NODE}#{}", ctx.server.caps_ver);
+/// disco#info of a served domain (also answers the caps node): the result's payload.
+pub fn server_info(server: &Server, el: &Element) -> Result<Element, StanzaError> {
+    let node = node_of(el, ns::DISCO_INFO);
+    let caps_node = format!("{CAPS_NODE}#{}", server.caps_ver);
     if node.as_deref().is_some_and(|n| n != caps_node) {
-        ctx.reply_error(&el, StanzaError::new(StanzaCondition::ItemNotFound));
-        return;
+        return Err(StanzaError::new(StanzaCondition::ItemNotFound));
     }
     let mut q = Element::new("query", ns::DISCO_INFO);
     if let Some(n) = node {
@@ -84,42 +81,37 @@ pub fn server_info(ctx: &mut Ctx<'_>, el: Element) {
             .with_attr("type", IDENTITY.1)
             .with_attr("name", IDENTITY.2),
     );
-    for f in server_features(&ctx.server.config) {
+    for f in server_features(&server.config) {
         q.push_child(Element::new("feature", ns::DISCO_INFO).with_attr("var", f));
     }
-    ctx.to_self.push(iq_result(&el, Some(q)));
+    Ok(q)
 }
 
 /// disco#items of a served domain: no components or rooms yet.
-pub fn server_items(ctx: &mut Ctx<'_>, el: Element) {
-    if node_of(&el, ns::DISCO_ITEMS).is_some() {
-        ctx.reply_error(&el, StanzaError::new(StanzaCondition::ItemNotFound));
-        return;
+pub fn server_items(el: &Element) -> Result<Element, StanzaError> {
+    if node_of(el, ns::DISCO_ITEMS).is_some() {
+        return Err(StanzaError::new(StanzaCondition::ItemNotFound));
     }
-    ctx.to_self
-        .push(iq_result(&el, Some(Element::new("query", ns::DISCO_ITEMS))));
+    Ok(Element::new("query", ns::DISCO_ITEMS))
 }
 
 /// disco#info of an account (XEP-0030 §3.1: identity `account/registered`).
-pub fn account_info(ctx: &mut Ctx<'_>, el: Element, _own: bool) {
-    if node_of(&el, ns::DISCO_INFO).is_some() {
-        ctx.reply_error(&el, StanzaError::new(StanzaCondition::ItemNotFound));
-        return;
+pub fn account_info(el: &Element) -> Result<Element, StanzaError> {
+    if node_of(el, ns::DISCO_INFO).is_some() {
+        return Err(StanzaError::new(StanzaCondition::ItemNotFound));
     }
-    let q = Element::new("query", ns::DISCO_INFO)
+    Ok(Element::new("query", ns::DISCO_INFO)
         .with_child(
             Element::new("identity", ns::DISCO_INFO)
                 .with_attr("category", "account")
                 .with_attr("type", "registered"),
         )
-        .with_child(Element::new("feature", ns::DISCO_INFO).with_attr("var", ns::DISCO_INFO));
-    ctx.to_self.push(iq_result(&el, Some(q)));
+        .with_child(Element::new("feature", ns::DISCO_INFO).with_attr("var", ns::DISCO_INFO)))
 }
 
 /// disco#items of an account: empty until PEP exists.
-pub fn account_items(ctx: &mut Ctx<'_>, el: Element) {
-    ctx.to_self
-        .push(iq_result(&el, Some(Element::new("query", ns::DISCO_ITEMS))));
+pub fn account_items() -> Element {
+    Element::new("query", ns::DISCO_ITEMS)
 }
 
 /// Whether the local account exists (storage errors count as "no").

@@ -21,6 +21,9 @@ pub mod roster;
 use zorg_proto::jid::Jid;
 use zorg_proto::{Element, StanzaCondition, StanzaError, ns};
 
+use std::sync::Arc;
+
+use crate::server::Server;
 use crate::session::Ctx;
 
 /// Where a stanza from a local client is addressed, from the server's point of view.
@@ -213,8 +216,8 @@ async fn account_iq(ctx: &mut Ctx<'_>, el: Element, _own: bool) {
         // XEP-0191: blocklist get, block, unblock.
         (ns::BLOCKING, _, _) => blocking::handle_iq(ctx, el).await,
         // XEP-0030 for the account itself.
-        (ns::DISCO_INFO, "query", "get") => disco::account_info(ctx, el, true),
-        (ns::DISCO_ITEMS, "query", "get") => disco::account_items(ctx, el),
+        (ns::DISCO_INFO, "query", "get") => ctx.answer(&el, disco::account_info(&el).map(Some)),
+        (ns::DISCO_ITEMS, "query", "get") => ctx.answer(&el, Ok(Some(disco::account_items()))),
         // XEP-0199: some clients ping their own bare JID.
         (ns::PING, "ping", "get") => ctx.to_self.push(iq_result(&el, None)),
         // XEP-0077: password change and account removal (no `to` or the own account).
@@ -227,34 +230,57 @@ async fn account_iq(ctx: &mut Ctx<'_>, el: Element, _own: bool) {
 
 /// IQs addressed to another local account's bare JID, answered by the server on its behalf.
 async fn account_iq_for_other(ctx: &mut Ctx<'_>, el: Element, bare: &str) {
-    let Some(p) = payload(&el) else { return };
+    let r = public_account_query(ctx.server, &el, bare).await;
+    ctx.answer(&el, r);
+}
+
+/// What anyone, local or remote, may ask the server about an account's bare JID (the server
+/// answers on the account's behalf, RFC 6121 §8.5.1): disco#info of an existing account. Other
+/// requests, and requests about an account that does not exist, are `service-unavailable`
+/// (§8.5.1: the same answer either way, so that accounts cannot be probed).
+pub async fn public_account_query(
+    server: &Arc<Server>,
+    el: &Element,
+    bare: &str,
+) -> Result<Option<Element>, StanzaError> {
     let ty = el.attr("type").unwrap_or("");
-    match (p.ns(), p.name(), ty) {
-        (ns::DISCO_INFO, "query", "get") => {
-            if disco::account_exists(ctx.server, bare).await {
-                disco::account_info(ctx, el, false);
-            } else {
-                ctx.reply_error(&el, StanzaError::new(StanzaCondition::ServiceUnavailable));
-            }
+    match payload(el).map(|p| (p.ns(), p.name(), ty)) {
+        Some((ns::DISCO_INFO, "query", "get")) if disco::account_exists(server, bare).await => {
+            disco::account_info(el).map(Some)
         }
-        _ => ctx.reply_error(&el, StanzaError::new(StanzaCondition::ServiceUnavailable)),
+        _ => Err(StanzaError::new(StanzaCondition::ServiceUnavailable)),
     }
+}
+
+/// What anyone, local or remote, may ask a served domain, answered without session state:
+/// disco (XEP-0030, XEP-0115), ping (XEP-0199), time (XEP-0202), version (XEP-0092). `None` when
+/// `el` is none of these. The result is the payload of the IQ result (none for a ping).
+pub fn public_server_query(
+    server: &Server,
+    el: &Element,
+) -> Option<Result<Option<Element>, StanzaError>> {
+    let p = payload(el)?;
+    let ty = el.attr("type").unwrap_or("");
+    Some(match (p.ns(), p.name(), ty) {
+        (ns::DISCO_INFO, "query", "get") => disco::server_info(server, el).map(Some),
+        (ns::DISCO_ITEMS, "query", "get") => disco::server_items(el).map(Some),
+        (ns::PING, "ping", "get") => Ok(None),
+        (ns::TIME, "time", "get") => Ok(Some(ping_time_version::time())),
+        // Answers only when enabled.
+        (ns::VERSION, "query", "get") => ping_time_version::version(&server.config).map(Some),
+        _ => return None,
+    })
 }
 
 /// IQs addressed to a served domain.
 async fn server_iq(ctx: &mut Ctx<'_>, el: Element) {
+    if let Some(r) = public_server_query(ctx.server, &el) {
+        ctx.answer(&el, r);
+        return;
+    }
     let Some(p) = payload(&el) else { return };
     let ty = el.attr("type").unwrap_or("");
     match (p.ns(), p.name(), ty) {
-        // XEP-0030 and XEP-0115.
-        (ns::DISCO_INFO, "query", "get") => disco::server_info(ctx, el),
-        (ns::DISCO_ITEMS, "query", "get") => disco::server_items(ctx, el),
-        // XEP-0199.
-        (ns::PING, "ping", "get") => ctx.to_self.push(iq_result(&el, None)),
-        // XEP-0202.
-        (ns::TIME, "time", "get") => ping_time_version::time(ctx, el),
-        // XEP-0092 (answers only when enabled).
-        (ns::VERSION, "query", "get") => ping_time_version::version(ctx, el),
         // XEP-0077 addressed to the server.
         (ns::REGISTER, "query", _) => register::handle_bound(ctx, el).await,
         (ns::SESSION, "session", "set") => ctx.to_self.push(iq_result(&el, None)),
