@@ -50,8 +50,10 @@ pub struct FederationConfig {
     /// PEM or DER certificate revocation lists from the auditor; re-read while running when a
     /// file changes. Relative paths are relative to the config file. Default: none.
     pub crls: Vec<PathBuf>,
-    /// Accept and offer XEP-0220 dialback for peers without an acceptable certificate. Dialback
-    /// proves only DNS control, not the auditor's approval. Default: false.
+    /// Accept and offer XEP-0220 dialback, both ways, for peers whose certificate is refused for
+    /// a reason other than allow/deny, revocation or DANE, or that do not accept ours (see
+    /// `stream::s2s::dialback`). Dialback proves only DNS control, not the auditor's approval:
+    /// every link it lets in is logged at warn level. Default: false.
     pub dialback: bool,
     /// Require TLSA records (DANE, validated under DNSSEC) to match a peer's certificate where
     /// its domain publishes them, on top of the auditor chain. Default: false.

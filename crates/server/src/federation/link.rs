@@ -12,7 +12,9 @@ use super::dns::Target;
 use super::{Federation, incoming};
 use crate::server::Server;
 use crate::stream::io::XmlStream;
+use crate::stream::s2s::dialback;
 use crate::stream::s2s::outbound::{self, Failure, Route, Tls};
+use crate::tls::dane::Tlsa;
 use crate::tls::trust::PeerRole;
 
 /// How a link ended, which decides what happens to stanzas still queued.
@@ -111,61 +113,17 @@ impl Link {
         }
     }
 
-    /// Finds the peer and tries its targets in order until a link comes up: the
-    /// `[federation.hosts]` entry if there is one, else what DNS says (see [`super::dns`]).
-    /// Gives back the stream and where it went (address, direct TLS).
+    /// Finds the peer and tries its targets in order until a link comes up (see
+    /// [`Federation::reach`]). Gives back the stream and where it went (address, direct TLS).
     async fn reach(&self) -> Result<(XmlStream<Tls>, (SocketAddr, bool)), Failure> {
-        let remote = &self.key.1;
-        if let Some(addr) = self.fed.static_host(remote) {
-            let route = Route {
-                addr,
-                direct_tls: false,
-                tlsa: None,
-            };
-            return self.attempt(route).await;
-        }
-        let targets = self.fed.dns.targets(remote).await?;
-        let mut failure: Option<Failure> = None;
-        for target in &targets {
-            match self.try_target(target).await {
-                Ok(up) => return Ok(up),
-                Err(f) => failure = Some(more_telling(failure, f)),
-            }
-        }
-        Err(failure.unwrap_or_else(|| Failure::NotFound(format!("no server found for {remote}"))))
+        self.fed
+            .reach(&self.key.1, |route| self.attempt(route))
+            .await
     }
 
-    /// Every address of one target, in order.
-    async fn try_target(
-        &self,
-        target: &Target,
-    ) -> Result<(XmlStream<Tls>, (SocketAddr, bool)), Failure> {
-        let tlsa = if target.secure {
-            self.fed.dns.tlsa(&target.host, target.port).await?
-        } else {
-            None
-        };
-        let mut failure: Option<Failure> = None;
-        for ip in self.fed.dns.addresses(&target.host).await? {
-            let route = Route {
-                addr: SocketAddr::new(ip, target.port),
-                direct_tls: target.direct_tls,
-                tlsa: tlsa.as_deref(),
-            };
-            match self.attempt(route).await {
-                Ok(up) => return Ok(up),
-                Err(f) => failure = Some(more_telling(failure, f)),
-            }
-        }
-        Err(failure.unwrap_or_else(|| Failure::NotFound(format!("{} has no address", target.host))))
-    }
-
-    async fn attempt(
-        &self,
-        route: Route<'_>,
-    ) -> Result<(XmlStream<Tls>, (SocketAddr, bool)), Failure> {
+    async fn attempt(&self, route: Route) -> Result<(XmlStream<Tls>, (SocketAddr, bool)), Failure> {
         let (local, remote) = (&self.key.0, &self.key.1);
-        let r = outbound::connect(&self.server, &self.fed, local, remote, route).await;
+        let r = outbound::connect(&self.server, &self.fed, local, remote, &route).await;
         if let Err(f) = &r {
             tracing::debug!(%local, %remote, addr = %route.addr, direct_tls = route.direct_tls, "outbound s2s attempt failed: {f}");
         }
@@ -225,7 +183,11 @@ impl Link {
                 }
                 _ = trust.changed() => {
                     let chain = s.get_ref().get_ref().1.peer_certificates().unwrap_or_default();
-                    if let Err(r) = self.fed.recheck(PeerRole::Outbound, chain, &self.key.1) {
+                    let refused = self.fed.recheck(PeerRole::Outbound, chain, &self.key.1).err();
+                    if let Some(r) = refused.as_ref().filter(|r| self.kept_by_dialback(r)) {
+                        tracing::warn!(local = %self.key.0, remote = %self.key.1, reason = r.reason,
+                            "outbound s2s link kept open by dialback: {}", r.sentence);
+                    } else if let Some(r) = refused {
                         tracing::warn!(local = %self.key.0, remote = %self.key.1, reason = r.reason, "outbound s2s link closed: {}", r.sentence);
                         let e = StreamError::new(StreamCondition::PolicyViolation)
                             .with_text("this server no longer accepts your certificate");
@@ -243,11 +205,84 @@ impl Link {
     }
 }
 
+impl Link {
+    /// With dialback on, a refusal dialback may override ([`dialback::overridable`]) does not
+    /// end an open link: a new one would be accepted by dialback all the same.
+    fn kept_by_dialback(&self, r: &super::Refused) -> bool {
+        self.server.config.federation.dialback && dialback::overridable(r.reason)
+    }
+}
+
 /// Of two failures, the one that tells the operator more: a refusal (a certificate, DANE,
 /// DNSSEC) over an address that did not answer, and the later one otherwise.
 fn more_telling(earlier: Option<Failure>, later: Failure) -> Failure {
     match earlier {
         Some(e @ Failure::Refused { .. }) if !matches!(later, Failure::Refused { .. }) => e,
         _ => later,
+    }
+}
+
+impl Federation {
+    /// Finds `remote`'s server and runs `attempt` on its routes in order until one succeeds:
+    /// the `[federation.hosts]` entry if there is one, else what DNS says (see [`super::dns`]).
+    /// Outbound links use it, and so does dialback to reach a sender's authoritative server
+    /// (XEP-0220 §2.1.2: found "the same way").
+    pub(crate) async fn reach<T, F>(
+        &self,
+        remote: &str,
+        mut attempt: impl FnMut(Route) -> F,
+    ) -> Result<T, Failure>
+    where
+        F: Future<Output = Result<T, Failure>>,
+    {
+        if let Some(addr) = self.static_host(remote) {
+            let route = Route {
+                addr,
+                direct_tls: false,
+                tlsa: None,
+            };
+            return attempt(route).await;
+        }
+        let targets = self.dns.targets(remote).await?;
+        let mut failure: Option<Failure> = None;
+        for target in &targets {
+            match self.try_target(target, &mut attempt).await {
+                Ok(up) => return Ok(up),
+                Err(f) => failure = Some(more_telling(failure, f)),
+            }
+        }
+        Err(failure.unwrap_or_else(|| Failure::NotFound(format!("no server found for {remote}"))))
+    }
+
+    /// Every address of one target, in order.
+    async fn try_target<T, F>(
+        &self,
+        target: &Target,
+        attempt: &mut impl FnMut(Route) -> F,
+    ) -> Result<T, Failure>
+    where
+        F: Future<Output = Result<T, Failure>>,
+    {
+        let tlsa: Option<Arc<[Tlsa]>> = if target.secure {
+            self.dns
+                .tlsa(&target.host, target.port)
+                .await?
+                .map(Into::into)
+        } else {
+            None
+        };
+        let mut failure: Option<Failure> = None;
+        for ip in self.dns.addresses(&target.host).await? {
+            let route = Route {
+                addr: SocketAddr::new(ip, target.port),
+                direct_tls: target.direct_tls,
+                tlsa: tlsa.clone(),
+            };
+            match attempt(route).await {
+                Ok(up) => return Ok(up),
+                Err(f) => failure = Some(more_telling(failure, f)),
+            }
+        }
+        Err(failure.unwrap_or_else(|| Failure::NotFound(format!("{} has no address", target.host))))
     }
 }

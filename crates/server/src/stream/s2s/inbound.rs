@@ -15,7 +15,7 @@ use tokio_rustls::TlsAcceptor;
 use zorg_proto::jid::Jid;
 use zorg_proto::{Element, Frame, StreamCondition, StreamError, ns};
 
-use super::{HeaderError, Peers, decode_authzid, header, read_header};
+use super::{HeaderError, Peers, decode_authzid, dialback, header, header_with, read_header};
 use crate::federation::{Federation, incoming};
 use crate::server::Server;
 use crate::stream::c2s::{next_element, require_starttls};
@@ -33,20 +33,32 @@ pub async fn serve(
     direct_tls: bool,
     permit: OwnedSemaphorePermit,
 ) {
+    let deadline = tokio::time::Instant::now() + server.config.limits.pre_auth_timeout.get();
     let negotiation = Box::pin(negotiate(&server, &fed, tcp, peer, direct_tls));
     let negotiated = crate::stream::pre_auth(&server, peer, "inbound s2s link", negotiation).await;
-    drop(permit);
-    let Some((s, peers)) = negotiated else { return };
-    Box::pin(run(server, Box::new(s), peers, peer)).await;
+    let Some(n) = negotiated else { return };
+    // A link still to be authenticated by dialback keeps its permit and its deadline.
+    let pre_auth = (!n.link.authenticated()).then_some((permit, deadline));
+    Box::pin(run(server, n, peer, pre_auth)).await;
+}
+
+/// A negotiated inbound stream.
+struct Negotiated {
+    s: Box<XmlStream<Tls>>,
+    peers: Peers,
+    /// What the link may carry.
+    link: dialback::Inbound,
+    /// A dialback element read during negotiation, to be handled first.
+    first: Option<Element>,
 }
 
 async fn negotiate(
     server: &Arc<Server>,
-    fed: &Federation,
+    fed: &Arc<Federation>,
     tcp: TcpStream,
     peer: SocketAddr,
     direct_tls: bool,
-) -> Option<(XmlStream<Tls>, Peers)> {
+) -> Option<Negotiated> {
     let tcp = if direct_tls {
         tcp
     } else {
@@ -75,26 +87,57 @@ async fn negotiate(
     let mut s = XmlStream::new(tls, server.limits, server.config.limits.read_rate);
     let peers = open(server, &mut s, true).await?;
     let verdict = fed.check(PeerRole::Inbound, &chain, &peers.from, UnixTime::now());
-    if let Err(refusal) = verdict {
-        tracing::warn!(%peer, remote = %peers.from, local = %peers.to, reason = refusal.reason,
-            "inbound s2s link refused: {}", refusal.sentence);
-        // No SASL mechanism is offered; the stream error tells the peer's operator why.
-        s.queue_features(&[]);
-        let text = format!(
-            "the certificate presented for {} is not accepted here ({})",
-            peers.from, refusal.reason
-        );
-        s.fail(&StreamError::new(StreamCondition::NotAuthorized).with_text(text))
-            .await;
-        return None;
+    let dialback = server.config.federation.dialback;
+    match &verdict {
+        Err(refusal) if !dialback || !dialback::overridable(refusal.reason) => {
+            tracing::warn!(%peer, remote = %peers.from, local = %peers.to, reason = refusal.reason,
+                "inbound s2s link refused: {}", refusal.sentence);
+            // No SASL mechanism is offered; the stream error tells the peer's operator why.
+            s.queue_features(&[]);
+            let text = format!(
+                "the certificate presented for {} is not accepted here ({})",
+                peers.from, refusal.reason
+            );
+            s.fail(&StreamError::new(StreamCondition::NotAuthorized).with_text(text))
+                .await;
+            return None;
+        }
+        Err(refusal) => {
+            tracing::info!(%peer, remote = %peers.from, local = %peers.to, reason = refusal.reason,
+                "inbound s2s link: certificate not accepted, only dialback offered: {}", refusal.sentence);
+        }
+        Ok(()) => {}
     }
-    s.queue_features(&[Element::new("mechanisms", ns::SASL)
-        .with_child(Element::new("mechanism", ns::SASL).with_text("EXTERNAL"))]);
+    let mut features = Vec::new();
+    if verdict.is_ok() {
+        features.push(
+            Element::new("mechanisms", ns::SASL)
+                .with_child(Element::new("mechanism", ns::SASL).with_text("EXTERNAL")),
+        );
+    }
+    if dialback {
+        features.push(dialback::feature());
+    }
+    s.queue_features(&features);
     s.flush().await.ok()?;
+    let mut link =
+        dialback::Inbound::new(server.clone(), fed.clone(), peer, peers.id.clone(), chain);
     let auth = next_element(&mut s).await?;
-    let authzid = (auth.is("auth", ns::SASL) && auth.attr("mechanism") == Some("EXTERNAL"))
-        .then(|| decode_authzid(&auth.text()))
-        .flatten();
+    if dialback && dialback::is_dialback(&auth) {
+        let s = Box::new(s);
+        let first = Some(auth);
+        return Some(Negotiated {
+            s,
+            peers,
+            link,
+            first,
+        });
+    }
+    let authzid = (verdict.is_ok()
+        && auth.is("auth", ns::SASL)
+        && auth.attr("mechanism") == Some("EXTERNAL"))
+    .then(|| decode_authzid(&auth.text()))
+    .flatten();
     // XEP-0178 §3: the authorization identity is empty or the domain of the stream's `from`.
     if !authzid.is_some_and(|a| a.is_empty() || a == peers.from) {
         s.queue_raw(
@@ -109,7 +152,7 @@ async fn negotiate(
     s.flush().await.ok()?;
     s.restart();
     let again = open(server, &mut s, true).await?;
-    if again != peers {
+    if (&again.from, &again.to) != (&peers.from, &peers.to) {
         s.fail(&StreamError::new(StreamCondition::InvalidFrom))
             .await;
         return None;
@@ -117,7 +160,13 @@ async fn negotiate(
     s.queue_features(&[]);
     s.flush().await.ok()?;
     tracing::info!(%peer, remote = %peers.from, local = %peers.to, "inbound s2s link accepted");
-    Some((s, peers))
+    link.authenticated_by_sasl(&peers.from);
+    Some(Negotiated {
+        s: Box::new(s),
+        peers,
+        link,
+        first: None,
+    })
 }
 
 /// Plain-text phase of `[s2s] listen`: header, `<starttls/>` required, `<proceed/>`.
@@ -146,8 +195,10 @@ where
         // Nobody else speaks for a domain served here, whatever its certificate says.
         Ok(p) if server.serves(&p.from) => StreamError::new(StreamCondition::InvalidFrom)
             .with_text("that domain is served by this server"),
-        Ok(p) => {
-            s.queue_raw(&header(&p.to, &p.from, Some(&crate::storage::new_id())));
+        Ok(mut p) => {
+            p.id = crate::storage::new_id();
+            let dialback = server.config.federation.dialback;
+            s.queue_raw(&header_with(&p.to, &p.from, Some(&p.id), dialback));
             return Some(p);
         }
         Err(HeaderError::Stream(e)) => e,
@@ -162,34 +213,65 @@ where
     None
 }
 
-/// The authenticated link: every stanza must come from the authenticated domain and go to a
-/// domain served here, then it is routed like a local one.
-async fn run(server: Arc<Server>, mut s: Box<XmlStream<Tls>>, peers: Peers, peer: SocketAddr) {
+/// The link after negotiation: every stanza must come from an authenticated domain and go to
+/// a domain served here, then it is routed like a local one. With dialback, `<db:result/>` and
+/// `<db:verify/>` are handled here too; `pre_auth` holds the unauthenticated-link permit and
+/// the deadline while no domain is authenticated yet.
+async fn run(
+    server: Arc<Server>,
+    n: Negotiated,
+    peer: SocketAddr,
+    mut pre_auth: Option<(OwnedSemaphorePermit, tokio::time::Instant)>,
+) {
+    let Negotiated {
+        mut s,
+        peers,
+        mut link,
+        first,
+    } = n;
     let idle = server.config.federation.idle_timeout.get();
+    let dialback = server.config.federation.dialback;
     let mut shutdown = server.shutdown.clone();
-    let end = loop {
+    let mut end = first.and_then(|el| link.handle(&mut s, &el).err());
+    while end.is_none() {
+        if pre_auth.is_some() && link.authenticated() {
+            // The first domain pair dialback authorised: no longer a pre-authentication link.
+            pre_auth = None;
+        }
+        if s.has_pending_writes() && s.flush().await.is_err() {
+            break;
+        }
         let idle_at = s.last_read + idle * 2;
+        let pre_auth_at = pre_auth.as_ref().map(|p| p.1);
         tokio::select! {
             frame = s.next_frame() => match frame {
-                Ok(Frame::Stanza(el)) => match check(&server, &peers.from, el) {
+                Ok(Frame::Stanza(el)) if dialback && dialback::is_dialback(&el) => {
+                    end = link.handle(&mut s, &el).err();
+                }
+                Ok(Frame::Stanza(el)) => match check(&server, &link, el) {
                     Ok(el) => incoming::route(&server, el).await,
-                    Err(e) => break Some(e),
+                    Err(e) => end = Some(e),
                 },
                 Ok(Frame::StreamClose) => {
                     s.close().await;
-                    break None;
+                    break;
                 }
-                Ok(Frame::StreamOpen(_)) => break Some(StreamError::new(StreamCondition::BadFormat)),
-                Err(ReadError::Framing(e)) => break Some(StreamError::from(&e)),
-                Err(_) => break None,
+                Ok(Frame::StreamOpen(_)) => end = Some(StreamError::new(StreamCondition::BadFormat)),
+                Err(ReadError::Framing(e)) => end = Some(StreamError::from(&e)),
+                Err(_) => break,
             },
+            verdict = link.next_verdict() => end = link.settle(&mut s, verdict).err(),
             // The peer closes its idle outbound links itself; this is for peers that do not.
             _ = tokio::time::sleep_until(idle_at) => {
-                break Some(StreamError::new(StreamCondition::ConnectionTimeout));
+                end = Some(StreamError::new(StreamCondition::ConnectionTimeout));
             }
-            _ = shutdown.changed() => break Some(StreamError::new(StreamCondition::SystemShutdown)),
+            _ = sleep_until_some(pre_auth_at) => {
+                tracing::debug!(%peer, "inbound s2s link: pre-authentication timeout");
+                end = Some(StreamError::new(StreamCondition::ConnectionTimeout));
+            }
+            _ = shutdown.changed() => end = Some(StreamError::new(StreamCondition::SystemShutdown)),
         }
-    };
+    }
     if let Some(e) = end {
         tracing::info!(%peer, remote = %peers.from, condition = e.condition.as_str(), "closing inbound s2s link with error");
         s.fail(&e).await;
@@ -197,9 +279,25 @@ async fn run(server: Arc<Server>, mut s: Box<XmlStream<Tls>>, peers: Peers, peer
     tracing::info!(%peer, remote = %peers.from, "inbound s2s link closed");
 }
 
+/// Sleeps until `at`, or forever without one.
+async fn sleep_until_some(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// RFC 6120 §8.1.1.2 and §13.1: a stanza on a server stream names both ends; `from` must be
-/// the authenticated domain and `to` a domain served here.
-fn check(server: &Server, remote: &str, mut el: Element) -> Result<Element, StreamError> {
+/// an authenticated domain and `to` a domain served here (with dialback: a domain pair
+/// authorised on this link).
+fn check(
+    server: &Server,
+    link: &dialback::Inbound,
+    mut el: Element,
+) -> Result<Element, StreamError> {
+    if !link.authenticated() {
+        return Err(StreamError::new(StreamCondition::NotAuthorized));
+    }
     if el.ns() != ns::CLIENT || !matches!(el.name(), "message" | "presence" | "iq") {
         return Err(StreamError::new(StreamCondition::UnsupportedStanzaType));
     }
@@ -208,11 +306,20 @@ fn check(server: &Server, remote: &str, mut el: Element) -> Result<Element, Stre
         return Err(StreamError::new(StreamCondition::ImproperAddressing)
             .with_text("stanzas between servers need valid 'from' and 'to'"));
     };
-    if from.domain().as_str() != remote {
+    let (from_domain, to_domain) = (from.domain().as_str(), to.domain().as_str());
+    if !link.knows(from_domain) {
         return Err(StreamError::new(StreamCondition::InvalidFrom));
     }
-    if !server.serves(to.domain().as_str()) {
+    if !server.serves(to_domain) {
         return Err(StreamError::new(StreamCondition::HostUnknown));
+    }
+    if !link.allows(from_domain, to_domain) {
+        // Dialback authorised this sender for another of our domains (XEP-0220 §2.5).
+        return Err(
+            StreamError::new(StreamCondition::NotAuthorized).with_text(format!(
+                "{from_domain} is not authorised to send to {to_domain} on this link"
+            )),
+        );
     }
     // Normalised forms, so that every later comparison is exact.
     el.set_attr("from", from.to_string());

@@ -1,7 +1,9 @@
 //! Server-to-server streams (RFC 6120 with XEP-0178 SASL EXTERNAL): what inbound
 //! ([`inbound`]) and outbound ([`outbound`]) negotiation share — the `jabber:server` header,
-//! header checks and the SASL EXTERNAL authorization identity.
+//! header checks and the SASL EXTERNAL authorization identity. [`dialback`] is XEP-0220, used
+//! only with `[federation] dialback = true`.
 
+pub mod dialback;
 pub mod inbound;
 pub mod outbound;
 
@@ -12,8 +14,18 @@ use crate::stream::io::{ReadError, XmlStream};
 
 /// The opening tag of a server stream from `from` to `to`.
 pub fn header(from: &str, to: &str, id: Option<&str>) -> Vec<u8> {
-    let mut out = Vec::with_capacity(220);
-    out.extend_from_slice(b"<?xml version='1.0'?><stream:stream xmlns='jabber:server' xmlns:stream='http://etherx.jabber.org/streams' from='");
+    header_with(from, to, id, false)
+}
+
+/// [`header`], declaring the `db:` prefix of XEP-0220 dialback when `dialback` (its
+/// "traditional" advertisement, which some servers still look for).
+pub fn header_with(from: &str, to: &str, id: Option<&str>, dialback: bool) -> Vec<u8> {
+    let mut out = Vec::with_capacity(260);
+    out.extend_from_slice(b"<?xml version='1.0'?><stream:stream xmlns='jabber:server' xmlns:stream='http://etherx.jabber.org/streams' ");
+    if dialback {
+        out.extend_from_slice(b"xmlns:db='jabber:server:dialback' ");
+    }
+    out.extend_from_slice(b"from='");
     zorg_proto::element::escape_into(&mut out, from, true);
     // RFC 6120 §4.7.2: `to` echoes the peer's `from`, which it may have left out before TLS.
     if !to.is_empty() {
@@ -35,6 +47,9 @@ pub struct Peers {
     pub from: String,
     /// The header's `to` (empty when absent).
     pub to: String,
+    /// The stream ID (empty when absent): on an outbound stream the one the peer gave it
+    /// (dialback keys are made with it); inbound streams set the one they give.
+    pub id: String,
 }
 
 /// Why a header could not be read: a stream error to send, or a connection already gone.
@@ -74,6 +89,7 @@ pub async fn read_header<S: AsyncRead + AsyncWrite + Unpin>(
     Ok(Peers {
         from: norm(h.attr("from")),
         to: norm(h.attr("to")),
+        id: h.attr("id").unwrap_or("").to_owned(),
     })
 }
 
@@ -119,5 +135,11 @@ mod tests {
         assert!(h.contains("from='a.test' to='b&apos;.test' id='x'"), "{h}");
         let h = String::from_utf8(header("a.test", "", None)).unwrap();
         assert!(h.contains("from='a.test' version='1.0'"), "{h}");
+        assert!(!h.contains("xmlns:db"), "{h}");
+        let h = String::from_utf8(header_with("a.test", "b.test", None, true)).unwrap();
+        assert!(
+            h.contains("xmlns:db='jabber:server:dialback' from='a.test'"),
+            "{h}"
+        );
     }
 }

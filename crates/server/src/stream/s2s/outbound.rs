@@ -12,7 +12,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use zorg_proto::{Element, ns};
 
-use super::{HeaderError, encode_authzid, header, read_header};
+use super::{HeaderError, Peers, dialback, encode_authzid, header_with, read_header};
 use crate::federation::Federation;
 use crate::server::Server;
 use crate::stream::c2s::next_element;
@@ -61,25 +61,99 @@ impl std::fmt::Display for Failure {
 }
 
 /// Where and how to connect: one address of one discovered target.
-#[derive(Debug, Clone, Copy)]
-pub struct Route<'a> {
+#[derive(Debug, Clone)]
+pub struct Route {
     /// The address.
     pub addr: SocketAddr,
     /// TLS from the first byte (XEP-0368) instead of STARTTLS.
     pub direct_tls: bool,
     /// TLSA records the peer's certificate must match (DANE), when DNSSEC proved some.
-    pub tlsa: Option<&'a [Tlsa]>,
+    pub tlsa: Option<Arc<[Tlsa]>>,
 }
 
 /// Connects from `local` to `remote` by `route` and negotiates the stream up to the point
 /// where stanzas may be written. The caller bounds it with `[federation] connect_timeout`.
+///
+/// The peer's certificate must pass the federation's check and the peer must accept ours
+/// (SASL EXTERNAL). With `[federation] dialback = true`, a peer that offers dialback may
+/// instead accept this server by XEP-0220 where either fails for a reason dialback may
+/// override ([`dialback::overridable`]); such links are logged at warn level.
 pub async fn connect(
     server: &Arc<Server>,
     fed: &Federation,
     local: &str,
     remote: &str,
-    route: Route<'_>,
+    route: &Route,
 ) -> Result<XmlStream<Tls>, Failure> {
+    let dialback = server.config.federation.dialback;
+    let addr = route.addr;
+    let gone = |what: &str| Failure::Unreachable(format!("{remote} ({addr}) {what}"));
+    let (tls, chain) = secure(server, fed, local, remote, route).await?;
+    let refused = fed
+        .check(PeerRole::Outbound, &chain, remote, UnixTime::now())
+        .err()
+        .map(|r| Failure::Refused {
+            sentence: r.sentence,
+            reason: r.reason,
+        });
+    if let Some(f) = refused.clone()
+        && !(dialback && dialback::overridable(f.reason()))
+    {
+        return Err(f);
+    }
+    dane(route, &chain, remote)?;
+    let mut s = XmlStream::new(tls, server.limits, server.config.limits.read_rate);
+    let (peers, features) = open(&mut s, local, remote, dialback)
+        .await
+        .ok_or_else(|| gone("closed the stream after TLS"))?;
+    let external = features
+        .get_child("mechanisms", ns::SASL)
+        .is_some_and(|m| m.children().any(|c| c.text().trim() == "EXTERNAL"));
+    if refused.is_some() || !external {
+        let why = refused.unwrap_or_else(|| Failure::Refused {
+            sentence: format!(
+                "{remote} does not offer SASL EXTERNAL: it did not accept the certificate of {local}"
+            ),
+            reason: "peer-refused",
+        });
+        if !(dialback && dialback::offered(&features)) {
+            return Err(why);
+        }
+        dialback::authenticate(&mut s, local, remote, &peers.id).await?;
+        tracing::warn!(%local, %remote, %addr, reason = why.reason(),
+            "outbound s2s link accepted by dialback, not by the auditor's certificates: {why}");
+        return Ok(s);
+    }
+    let auth = Element::new("auth", ns::SASL)
+        .with_attr("mechanism", "EXTERNAL")
+        .with_text(encode_authzid(local));
+    s.queue(&auth);
+    s.flush().await.map_err(|_| gone("closed the connection"))?;
+    match next_element(&mut s).await {
+        Some(el) if el.is("success", ns::SASL) => {}
+        _ => {
+            return Err(Failure::Refused {
+                sentence: format!("{remote} refused SASL EXTERNAL for {local}"),
+                reason: "peer-refused",
+            });
+        }
+    }
+    s.restart();
+    open(&mut s, local, remote, dialback)
+        .await
+        .ok_or_else(|| gone("closed the stream after SASL"))?;
+    Ok(s)
+}
+
+/// TCP, STARTTLS unless `route` is direct TLS, and the TLS handshake with this domain's
+/// certificate; gives back the TLS stream and the peer's chain, not judged yet.
+pub(super) async fn secure(
+    server: &Arc<Server>,
+    fed: &Federation,
+    local: &str,
+    remote: &str,
+    route: &Route,
+) -> Result<(Tls, Vec<CertificateDer<'static>>), Failure> {
     let addr = route.addr;
     let gone = |what: &str| Failure::Unreachable(format!("{remote} ({addr}) {what}"));
     let tcp = TcpStream::connect(addr)
@@ -109,57 +183,30 @@ pub async fn connect(
         .peer_certificates()
         .map(|c| c.iter().map(|c| c.clone().into_owned()).collect())
         .unwrap_or_default();
-    fed.check(PeerRole::Outbound, &chain, remote, UnixTime::now())
-        .map_err(|r| Failure::Refused {
-            sentence: r.sentence,
-            reason: r.reason,
-        })?;
-    if let Some(records) = route.tlsa
-        && dane::check(records, &chain) == dane::Verdict::Mismatch
+    Ok((tls, chain))
+}
+
+/// The DANE check: the peer's chain must match one of the TLSA records DNSSEC proved for
+/// `route`, if there are any.
+pub(super) fn dane(
+    route: &Route,
+    chain: &[CertificateDer<'static>],
+    remote: &str,
+) -> Result<(), Failure> {
+    if let Some(records) = route.tlsa.as_deref()
+        && dane::check(records, chain) == dane::Verdict::Mismatch
     {
         return Err(Failure::Refused {
             sentence: format!(
-                "the certificate of {remote} at {addr} matches none of the TLSA records its \
+                "the certificate of {remote} at {} matches none of the TLSA records its \
                  DNS publishes (DANE): either the server's certificate or the TLSA records \
-                 are out of date; its operator must publish records for the current certificate"
+                 are out of date; its operator must publish records for the current certificate",
+                route.addr
             ),
             reason: "dane-mismatch",
         });
     }
-    let mut s = XmlStream::new(tls, server.limits, server.config.limits.read_rate);
-    let features = open(&mut s, local, remote)
-        .await
-        .ok_or_else(|| gone("closed the stream after TLS"))?;
-    let external = features
-        .get_child("mechanisms", ns::SASL)
-        .is_some_and(|m| m.children().any(|c| c.text().trim() == "EXTERNAL"));
-    if !external {
-        return Err(Failure::Refused {
-            sentence: format!(
-                "{remote} does not offer SASL EXTERNAL: it did not accept the certificate of {local}"
-            ),
-            reason: "peer-refused",
-        });
-    }
-    let auth = Element::new("auth", ns::SASL)
-        .with_attr("mechanism", "EXTERNAL")
-        .with_text(encode_authzid(local));
-    s.queue(&auth);
-    s.flush().await.map_err(|_| gone("closed the connection"))?;
-    match next_element(&mut s).await {
-        Some(el) if el.is("success", ns::SASL) => {}
-        _ => {
-            return Err(Failure::Refused {
-                sentence: format!("{remote} refused SASL EXTERNAL for {local}"),
-                reason: "peer-refused",
-            });
-        }
-    }
-    s.restart();
-    open(&mut s, local, remote)
-        .await
-        .ok_or_else(|| gone("closed the stream after SASL"))?;
-    Ok(s)
+    Ok(())
 }
 
 /// Opens a stream in the clear and upgrades it with STARTTLS (RFC 6120 §5); gives back the
@@ -172,7 +219,7 @@ async fn starttls(
     gone: &impl Fn(&str) -> Failure,
 ) -> Result<TcpStream, Failure> {
     let mut s = XmlStream::new(tcp, server.limits, server.config.limits.read_rate);
-    let features = open(&mut s, local, remote)
+    let (_, features) = open(&mut s, local, remote, false)
         .await
         .ok_or_else(|| gone("did not open a stream"))?;
     if !features.has_child("starttls", ns::TLS) {
@@ -188,23 +235,26 @@ async fn starttls(
         .map_err(|_| gone("sent data after <proceed/>"))
 }
 
-/// Sends our header, reads the peer's and its features.
-async fn open<S: AsyncRead + AsyncWrite + Unpin>(
+/// Sends our header (declaring the dialback prefix when `dialback`), reads the peer's and its
+/// features.
+pub(super) async fn open<S: AsyncRead + AsyncWrite + Unpin>(
     s: &mut XmlStream<S>,
     local: &str,
     remote: &str,
-) -> Option<Element> {
-    s.queue_raw(&header(local, remote, None));
+    dialback: bool,
+) -> Option<(Peers, Element)> {
+    s.queue_raw(&header_with(local, remote, None, dialback));
     s.flush().await.ok()?;
-    match read_header(s).await {
-        Ok(_) => {}
+    let peers = match read_header(s).await {
+        Ok(p) => p,
         Err(HeaderError::Stream(e)) => {
             s.fail(&e).await;
             return None;
         }
         Err(HeaderError::Gone) => return None,
-    }
-    next_element(s)
+    };
+    let features = next_element(s)
         .await
-        .filter(|f| f.is("features", ns::STREAM))
+        .filter(|f| f.is("features", ns::STREAM))?;
+    Some((peers, features))
 }

@@ -1,0 +1,718 @@
+//! XEP-0220 Server Dialback, used only with `[federation] dialback = true`.
+//!
+//! Dialback proves that a peer controls the DNS of the domain it claims (the receiving server
+//! asks that domain's authoritative server whether a key is genuine), not that the auditor
+//! vouches for it: it is a deliberate weakening an operator opts into, so every link it lets in
+//! is logged at warn level. Certificates stay the normal way in; dialback is tried only where a
+//! certificate was refused for a reason that leaves room for it (see [`overridable`]).
+//!
+//! The three roles, all here:
+//! - **initiating** ([`authenticate`]): an outbound link sends `<db:result>` with a key and
+//!   waits for `type='valid'`;
+//! - **receiving** ([`Inbound`]): an inbound link checks a `<db:result>` by asking the sender's
+//!   authoritative server (found like outbound links find peers) with `<db:verify>` on a
+//!   connection of its own, and authorises the domain pair when the answer is valid;
+//! - **authoritative** ([`Inbound::handle`]): answers `<db:verify>` for keys this server made.
+//!
+//! Keys are HMAC-SHA256(SHA-256(secret), receiving ' ' originating ' ' stream-id) in hex
+//! (XEP-0185), with a secret of 32 random bytes made once per process; they are never logged.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, LazyLock};
+
+use aws_lc_rs::{constant_time, digest, hmac, rand};
+use rustls_pki_types::{CertificateDer, UnixTime};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::task::JoinSet;
+use zorg_proto::jid::Jid;
+use zorg_proto::{Element, StreamCondition, StreamError};
+
+use super::outbound::{self, Failure, Route};
+use crate::federation::{Federation, Refused};
+use crate::server::Server;
+use crate::stream::c2s::next_element;
+use crate::stream::io::XmlStream;
+use crate::tls::trust::PeerRole;
+
+/// The namespace of `<db:result/>` and `<db:verify/>`.
+pub const NS: &str = "jabber:server:dialback";
+/// The stream feature announcing dialback with error handling (XEP-0220 §2.4.2).
+pub const FEATURE_NS: &str = "urn:xmpp:features:dialback";
+/// Verifications one inbound link may have under way at once; further requests get a
+/// `resource-constraint` dialback error until one ends.
+pub const MAX_PENDING: usize = 4;
+/// Domain pairs one inbound link may carry (XEP-0220 §2.5 multiplexing); beyond, requests get
+/// `policy-violation`.
+pub const MAX_PAIRS: usize = 16;
+/// Stream IDs longer than this in a `<db:verify/>` are not ours: answered `invalid` unread.
+const MAX_ID: usize = 256;
+/// Keys longer than this are refused (`not-acceptable`) rather than passed on to another
+/// server; real ones are 64 hex digits or thereabouts.
+const MAX_KEY: usize = 1024;
+
+/// Whether a certificate refusal leaves room for dialback. A certificate that is merely not
+/// vouched for (another CA, another name, expired, none) does; a policy refusal (`not-allowed`
+/// by allow/deny), a certificate the auditor revoked and a DANE mismatch never do: those are
+/// decisions or warnings, not a missing voucher.
+pub fn overridable(reason: &str) -> bool {
+    !matches!(reason, "not-allowed" | "revoked" | "dane-mismatch")
+}
+
+/// `<dialback xmlns='urn:xmpp:features:dialback'><errors/></dialback>`.
+pub fn feature() -> Element {
+    Element::new("dialback", FEATURE_NS).with_child(Element::new("errors", FEATURE_NS))
+}
+
+/// Whether `features` announce dialback (with error handling or not).
+pub fn offered(features: &Element) -> bool {
+    features.has_child("dialback", FEATURE_NS)
+}
+
+/// Whether `el` is a `<db:result/>` or `<db:verify/>`.
+pub fn is_dialback(el: &Element) -> bool {
+    el.ns() == NS
+}
+
+// ---------------------------------------------------------------------------------------------
+// Keys
+
+/// The dialback secret: the HMAC key SHA-256(secret).
+pub struct Secret(hmac::Key);
+
+impl Secret {
+    /// A secret from its bytes.
+    pub fn new(secret: &[u8]) -> Secret {
+        let hashed = digest::digest(&digest::SHA256, secret);
+        Secret(hmac::Key::new(hmac::HMAC_SHA256, hashed.as_ref()))
+    }
+
+    /// 32 random bytes; `None` if the system has no randomness to give.
+    fn random() -> Option<Secret> {
+        let mut bytes = [0u8; 32];
+        rand::fill(&mut bytes).ok()?;
+        Some(Secret::new(&bytes))
+    }
+
+    /// The key for a stream from `originating` to `receiving` with this stream ID, hex.
+    pub fn key(&self, receiving: &str, originating: &str, id: &str) -> String {
+        let mut ctx = hmac::Context::with_key(&self.0);
+        for part in [receiving, " ", originating, " ", id] {
+            ctx.update(part.as_bytes());
+        }
+        let tag = ctx.sign();
+        let mut out = String::with_capacity(64);
+        for b in tag.as_ref() {
+            out.push(char::from(HEX[usize::from(b >> 4)]));
+            out.push(char::from(HEX[usize::from(b & 15)]));
+        }
+        out
+    }
+
+    /// Whether `key` is the key for these three (compared in constant time).
+    pub fn verify(&self, receiving: &str, originating: &str, id: &str, key: &str) -> bool {
+        let ours = self.key(receiving, originating, id);
+        constant_time::verify_slices_are_equal(ours.as_bytes(), key.as_bytes()).is_ok()
+    }
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// This process's secret. One per run: keys from before a restart are simply invalid, which
+/// costs a peer one new negotiation.
+static SECRET: LazyLock<Option<Secret>> = LazyLock::new(Secret::random);
+
+fn secret() -> Option<&'static Secret> {
+    SECRET.as_ref()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Elements
+
+/// A dialback answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// The key is genuine.
+    Valid,
+    /// The key is not.
+    Invalid,
+    /// No verdict: a stanza error condition (XEP-0220 §2.4.2) and its type.
+    Error(&'static str, &'static str),
+}
+
+/// What an incoming `<db:result/>` or `<db:verify/>` says, its domains checked and normalised.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    /// `verify` rather than `result`.
+    pub verify: bool,
+    /// The `from` domain.
+    pub from: String,
+    /// The `to` domain.
+    pub to: String,
+    /// The `id` (only for `verify`; empty otherwise).
+    pub id: String,
+    /// The `type`, if any: only answers carry one.
+    pub kind: Option<String>,
+    /// The key (character data, trimmed).
+    pub key: String,
+}
+
+impl Request {
+    /// Reads a dialback element; `None` when it is not one or its `from` or `to` is not a
+    /// domain.
+    pub fn parse(el: &Element) -> Option<Request> {
+        let verify = match el.name() {
+            "verify" if el.ns() == NS => true,
+            "result" if el.ns() == NS => false,
+            _ => return None,
+        };
+        let domain = |a: &str| {
+            let j = Jid::new(el.attr(a)?.trim_end_matches('.')).ok()?;
+            (j.node().is_none() && j.resource().is_none()).then(|| j.domain().to_string())
+        };
+        Some(Request {
+            verify,
+            from: domain("from")?,
+            to: domain("to")?,
+            id: el.attr("id").unwrap_or_default().to_owned(),
+            kind: el.attr("type").map(str::to_owned),
+            key: el.text().trim().to_owned(),
+        })
+    }
+
+    /// The `<error/>` condition of a `type='error'` answer.
+    fn condition(el: &Element) -> String {
+        el.children()
+            .find(|c| c.name() == "error")
+            .and_then(|e| e.children().next())
+            .map_or_else(|| "undefined-condition".to_owned(), |c| c.name().to_owned())
+    }
+}
+
+/// `<db:NAME from to [id] [type]>` with a key or an error inside, as XEP-0220 wants it: with
+/// the `db:` prefix the stream header declared.
+fn element(name: &str, from: &str, to: &str, id: Option<&str>, body: Body<'_>) -> Vec<u8> {
+    use zorg_proto::element::escape_into;
+    let mut out = Vec::with_capacity(200);
+    out.extend_from_slice(b"<db:");
+    out.extend_from_slice(name.as_bytes());
+    for (attr, value) in [("from", Some(from)), ("to", Some(to)), ("id", id)] {
+        let Some(value) = value else { continue };
+        out.extend_from_slice(format!(" {attr}='").as_bytes());
+        escape_into(&mut out, value, true);
+        out.push(b'\'');
+    }
+    let kind = match body {
+        Body::Key(_) => None,
+        Body::Answer(Answer::Valid) => Some("valid"),
+        Body::Answer(Answer::Invalid) => Some("invalid"),
+        Body::Answer(Answer::Error(..)) => Some("error"),
+    };
+    if let Some(kind) = kind {
+        out.extend_from_slice(format!(" type='{kind}'").as_bytes());
+    }
+    match body {
+        Body::Key(key) => {
+            out.push(b'>');
+            escape_into(&mut out, key, false);
+        }
+        Body::Answer(Answer::Error(condition, kind)) => out.extend_from_slice(
+            format!(
+                "><error type='{kind}'><{condition} xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error>"
+            )
+            .as_bytes(),
+        ),
+        Body::Answer(_) => {
+            out.extend_from_slice(b"/>");
+            return out;
+        }
+    }
+    out.extend_from_slice(format!("</db:{name}>").as_bytes());
+    out
+}
+
+/// What goes inside a dialback element.
+#[derive(Clone, Copy)]
+enum Body<'a> {
+    Key(&'a str),
+    Answer(&'a Answer),
+}
+
+// ---------------------------------------------------------------------------------------------
+// Initiating server (outbound)
+
+/// XEP-0220 §2.1.1: asks the receiving server on `s` to accept stanzas from `local` to `remote`
+/// and waits for its verdict. The caller bounds the wait (`connect_timeout`).
+pub async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut XmlStream<S>,
+    local: &str,
+    remote: &str,
+    stream_id: &str,
+) -> Result<(), Failure> {
+    let gone = || Failure::Unreachable(format!("{remote} closed the stream during dialback"));
+    let Some(secret) = secret() else {
+        return Err(Failure::Unreachable(
+            "no randomness for a dialback key".into(),
+        ));
+    };
+    let key = secret.key(remote, local, stream_id);
+    s.queue_raw(&element("result", local, remote, None, Body::Key(&key)));
+    s.flush().await.map_err(|_| gone())?;
+    let el = next_element(s).await.ok_or_else(gone)?;
+    // Only the answer to what was asked on this stream counts (XEP-0220 §3.1).
+    let answer = Request::parse(&el)
+        .filter(|r| !r.verify && r.from == remote && r.to == local)
+        .ok_or_else(|| Failure::Unreachable(format!("{remote} did not answer dialback")))?;
+    let refused = |sentence: String, reason| Err(Failure::Refused { sentence, reason });
+    match answer.kind.as_deref() {
+        Some("valid") => Ok(()),
+        Some("invalid") => refused(
+            format!(
+                "{remote} refused the dialback key of {local} (its authoritative server said invalid)"
+            ),
+            "dialback-invalid",
+        ),
+        Some("error") => refused(
+            format!(
+                "{remote} could not verify {local} by dialback ({})",
+                Request::condition(&el)
+            ),
+            "dialback-error",
+        ),
+        _ => Err(Failure::Unreachable(format!(
+            "{remote} did not answer dialback"
+        ))),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Receiving and authoritative server (inbound)
+
+/// A finished verification: the domain pair and what the authoritative server said.
+pub struct Verdict {
+    from: String,
+    to: String,
+    answer: Answer,
+    /// Why the certificate did not do instead (for the log).
+    refusal: Option<Refused>,
+}
+
+/// The dialback state of one inbound link: which domain pairs it may carry and which
+/// verifications are under way. A link authenticated by SASL EXTERNAL carries its domain to
+/// every domain served here.
+pub struct Inbound {
+    server: Arc<Server>,
+    fed: Arc<Federation>,
+    peer: SocketAddr,
+    /// The ID of the stream we gave the peer; its keys are made with it.
+    stream_id: String,
+    chain: Vec<CertificateDer<'static>>,
+    /// The domain SASL EXTERNAL authenticated.
+    sasl: Option<String>,
+    /// (sender, target) pairs dialback authorised.
+    pairs: Vec<(String, String)>,
+    pending: JoinSet<Verdict>,
+}
+
+impl Inbound {
+    /// The state of a new inbound link whose stream has this ID and whose peer sent `chain`.
+    pub fn new(
+        server: Arc<Server>,
+        fed: Arc<Federation>,
+        peer: SocketAddr,
+        stream_id: String,
+        chain: Vec<CertificateDer<'static>>,
+    ) -> Inbound {
+        Inbound {
+            server,
+            fed,
+            peer,
+            stream_id,
+            chain,
+            sasl: None,
+            pairs: Vec::new(),
+            pending: JoinSet::new(),
+        }
+    }
+
+    /// Records that SASL EXTERNAL authenticated `domain` on this link.
+    pub fn authenticated_by_sasl(&mut self, domain: &str) {
+        self.sasl = Some(domain.to_owned());
+    }
+
+    /// Whether any domain may send stanzas on this link.
+    pub fn authenticated(&self) -> bool {
+        self.sasl.is_some() || !self.pairs.is_empty()
+    }
+
+    /// Whether `from` has been authenticated on this link (for any target).
+    pub fn knows(&self, from: &str) -> bool {
+        self.sasl.as_deref() == Some(from) || self.pairs.iter().any(|(f, _)| f == from)
+    }
+
+    /// Whether stanzas from `from` to `to` may be carried (`to` is known to be served here).
+    pub fn allows(&self, from: &str, to: &str) -> bool {
+        self.sasl.as_deref() == Some(from) || self.pairs.iter().any(|(f, t)| f == from && t == to)
+    }
+
+    /// Handles a `<db:result/>` (receiving server) or `<db:verify/>` (authoritative server),
+    /// queueing the answer on `s`. A stream error ends the link.
+    pub fn handle<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        s: &mut XmlStream<S>,
+        el: &Element,
+    ) -> Result<(), StreamError> {
+        let Some(req) = Request::parse(el) else {
+            return Err(StreamError::new(StreamCondition::ImproperAddressing)
+                .with_text("dialback needs 'from' and 'to' with domains"));
+        };
+        if req.kind.is_some() {
+            // Answers come only on streams we opened; one here was not asked for (XEP-0220
+            // §4.1, "unsolicited dialback").
+            return Err(StreamError::new(StreamCondition::UnsupportedStanzaType)
+                .with_text("dialback answers are not expected on this stream"));
+        }
+        if req.verify {
+            let answer = self.answer_verify(&req);
+            s.queue_raw(&element(
+                "verify",
+                &req.to,
+                &req.from,
+                Some(&req.id),
+                Body::Answer(&answer),
+            ));
+            return Ok(());
+        }
+        if self.server.serves(&req.from) {
+            return Err(StreamError::new(StreamCondition::InvalidFrom)
+                .with_text("that domain is served by this server"));
+        }
+        let refusal = match self.admit(&req) {
+            Ok(refusal) => refusal,
+            Err(answer) => {
+                let answer = element("result", &req.to, &req.from, None, Body::Answer(&answer));
+                s.queue_raw(&answer);
+                return Ok(());
+            }
+        };
+        let server = self.server.clone();
+        let fed = self.fed.clone();
+        let id = self.stream_id.clone();
+        self.pending.spawn(async move {
+            let question = Question {
+                target: &req.to,
+                sender: &req.from,
+                id: &id,
+                key: &req.key,
+            };
+            let answer = verify(&server, &fed, &question).await;
+            Verdict {
+                from: req.from,
+                to: req.to,
+                answer,
+                refusal,
+            }
+        });
+        Ok(())
+    }
+
+    /// XEP-0220 §2.2.2: whether `key` is what this server gave the receiving server `from`
+    /// on a stream from `to` with ID `id`.
+    fn answer_verify(&self, req: &Request) -> Answer {
+        if !self.server.serves(&req.to) {
+            return Answer::Error("item-not-found", "cancel");
+        }
+        let genuine = req.id.len() <= MAX_ID
+            && secret().is_some_and(|k| k.verify(&req.from, &req.to, &req.id, &req.key));
+        tracing::debug!(peer = %self.peer, receiving = %req.from, originating = %req.to, genuine, "dialback key verification requested");
+        if genuine {
+            Answer::Valid
+        } else {
+            Answer::Invalid
+        }
+    }
+
+    /// The checks before a `<db:result/>` is verified: target served here, sender permitted
+    /// and not revoked, room for one more. Gives back why the certificate does not do for the
+    /// sender, if it does not.
+    fn admit(&self, req: &Request) -> Result<Option<Refused>, Answer> {
+        let (from, to) = (&req.from, &req.to);
+        if !self.server.serves(to) {
+            return Err(Answer::Error("item-not-found", "cancel"));
+        }
+        if req.key.is_empty() || req.key.len() > MAX_KEY {
+            return Err(Answer::Error("not-acceptable", "modify"));
+        }
+        if self.allows(from, to) {
+            // Already authorised: nothing to verify again.
+            return Err(Answer::Valid);
+        }
+        let refusal = self
+            .fed
+            .check(PeerRole::Inbound, &self.chain, from, UnixTime::now())
+            .err();
+        if let Some(r) = refusal.as_ref().filter(|r| !overridable(r.reason)) {
+            tracing::warn!(peer = %self.peer, remote = %from, local = %to, reason = r.reason,
+                "inbound dialback refused: {}", r.sentence);
+            return Err(Answer::Error("not-authorized", "auth"));
+        }
+        if self.pending.len() >= MAX_PENDING {
+            tracing::info!(peer = %self.peer, remote = %from, "inbound dialback request refused: too many under way");
+            return Err(Answer::Error("resource-constraint", "wait"));
+        }
+        if self.pairs.len() + self.pending.len() >= MAX_PAIRS {
+            tracing::info!(peer = %self.peer, remote = %from, "inbound dialback request refused: too many domain pairs on one link");
+            return Err(Answer::Error("policy-violation", "modify"));
+        }
+        Ok(refusal)
+    }
+
+    /// The next verification to finish; pending forever when there is none (for `select!`).
+    pub async fn next_verdict(&mut self) -> Verdict {
+        loop {
+            match self.pending.join_next().await {
+                Some(Ok(v)) => return v,
+                // Only a bug could make a verification panic; its pair stays unauthorised.
+                Some(Err(e)) => {
+                    tracing::error!(peer = %self.peer, error = %e, "dialback verification task failed")
+                }
+                None => std::future::pending::<()>().await,
+            }
+        }
+    }
+
+    /// Tells the peer what came of a verification and authorises the pair when it is valid.
+    /// An invalid key ends the link (XEP-0220 §2.2.1: "MUST close the XML stream").
+    pub fn settle<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        s: &mut XmlStream<S>,
+        v: Verdict,
+    ) -> Result<(), StreamError> {
+        let (peer, from, to) = (self.peer, &v.from, &v.to);
+        s.queue_raw(&element("result", to, from, None, Body::Answer(&v.answer)));
+        match &v.answer {
+            Answer::Valid => {
+                match &v.refusal {
+                    Some(r) => {
+                        tracing::warn!(%peer, remote = %from, local = %to, reason = r.reason,
+                        "inbound s2s link accepted by dialback: its certificate is not vouched \
+                         for by the auditor ({})", r.sentence)
+                    }
+                    None => tracing::warn!(%peer, remote = %from, local = %to, reason = "dialback",
+                        "inbound s2s link accepted by dialback (its certificate would have done)"),
+                }
+                self.pairs.push((v.from, v.to));
+                Ok(())
+            }
+            Answer::Invalid => {
+                tracing::warn!(%peer, remote = %from, local = %to, reason = "dialback-invalid",
+                    "inbound s2s link refused: the authoritative server of {from} says the dialback key is not genuine");
+                Err(StreamError::new(StreamCondition::NotAuthorized)
+                    .with_text(format!("the dialback key for {from} is not valid")))
+            }
+            Answer::Error(condition, _) => {
+                tracing::warn!(%peer, remote = %from, local = %to, reason = "dialback-error", condition,
+                    "inbound dialback failed: the authoritative server of {from} could not be asked");
+                Ok(())
+            }
+        }
+    }
+}
+
+/// What a receiving server asks an authoritative server (XEP-0220 §2.1.2): whether `key` is
+/// genuine for a stream from `sender` to `target` with ID `id`.
+struct Question<'a> {
+    target: &'a str,
+    sender: &'a str,
+    id: &'a str,
+    key: &'a str,
+}
+
+/// Asks the authoritative server of the sender (found as outbound links find it) on a
+/// connection of its own, within `connect_timeout`.
+async fn verify(server: &Arc<Server>, fed: &Federation, q: &Question<'_>) -> Answer {
+    let timeout = server.config.federation.connect_timeout.get();
+    let asked = fed.reach(q.sender, |route| ask(server, fed, q, route));
+    let (target, sender) = (q.target, q.sender);
+    match tokio::time::timeout(timeout, asked).await {
+        Ok(Ok(answer)) => answer,
+        Ok(Err(f)) => {
+            tracing::info!(%target, %sender, reason = f.reason(), "dialback verification failed: {f}");
+            match f {
+                Failure::NotFound(_) => Answer::Error("remote-server-not-found", "cancel"),
+                _ => Answer::Error("remote-connection-failed", "cancel"),
+            }
+        }
+        Err(_) => Answer::Error("remote-server-timeout", "wait"),
+    }
+}
+
+/// One attempt of [`verify`] on one route: TLS (the authoritative server's certificate need
+/// not be vouched for, that is what dialback is for; DANE still applies), a stream from
+/// the target to the sender, `<db:verify/>`, its answer, close.
+async fn ask(
+    server: &Arc<Server>,
+    fed: &Federation,
+    q: &Question<'_>,
+    route: Route,
+) -> Result<Answer, Failure> {
+    let (target, sender, id) = (q.target, q.sender, q.id);
+    let (tls, chain) = outbound::secure(server, fed, target, sender, &route).await?;
+    outbound::dane(&route, &chain, sender)?;
+    let gone = || Failure::Unreachable(format!("{sender} ({}) broke off dialback", route.addr));
+    let mut s = XmlStream::new(tls, server.limits, server.config.limits.read_rate);
+    outbound::open(&mut s, target, sender, true)
+        .await
+        .ok_or_else(gone)?;
+    s.queue_raw(&element(
+        "verify",
+        target,
+        sender,
+        Some(id),
+        Body::Key(q.key),
+    ));
+    s.flush().await.map_err(|_| gone())?;
+    let el = next_element(&mut s).await.ok_or_else(gone)?;
+    let answer = Request::parse(&el)
+        .filter(|r| r.verify && r.from == sender && r.to == target && r.id == id)
+        .ok_or_else(gone)?;
+    s.close().await;
+    match answer.kind.as_deref() {
+        Some("valid") => Ok(Answer::Valid),
+        Some("invalid") => Ok(Answer::Invalid),
+        _ => Err(Failure::Unreachable(format!(
+            "{sender} answered dialback verification with an error ({})",
+            Request::condition(&el)
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Computed independently with Python's hmac module:
+    /// `hmac.new(hashlib.sha256(SECRET).digest(), MSG, hashlib.sha256).hexdigest()`.
+    #[test]
+    fn keys_match_an_independent_computation() {
+        // XEP-0220's example values (its printed keys are not what its inputs give).
+        let s = Secret::new(b"s3cr3tf0rd14lb4ck");
+        assert_eq!(
+            s.key("montague.example", "capulet.example", "D60000229F"),
+            "aab5380e8ad0cc667bd99a6c991b557871897829214c537e217b61936bbf4381"
+        );
+        let s = Secret::new(b"d14lb4ck43v3r");
+        assert_eq!(
+            s.key("capulet.example", "montague.example", "417GAF25"),
+            "be00cf342f89707752799cc0edb721a67c0dd1b1811e50f3db6145eff10deeaa"
+        );
+        let bytes: Vec<u8> = (0u8..32).collect();
+        let s = Secret::new(&bytes);
+        assert_eq!(
+            s.key("b.test", "a.test", "abc123"),
+            "71e9d2862cea3c1e1d13959124ee570d42d4504d35173837e2cfd4f1d8325ce7"
+        );
+    }
+
+    #[test]
+    fn verify_accepts_own_keys_only() {
+        let s = Secret::random().unwrap();
+        let key = s.key("b.test", "a.test", "id1");
+        assert!(s.verify("b.test", "a.test", "id1", &key));
+        // Another stream, other domains, another secret, a changed or shortened key.
+        assert!(!s.verify("b.test", "a.test", "id2", &key));
+        assert!(!s.verify("a.test", "b.test", "id1", &key));
+        assert!(
+            !Secret::random()
+                .unwrap()
+                .verify("b.test", "a.test", "id1", &key)
+        );
+        let mut wrong = key.clone();
+        wrong.replace_range(0..1, if key.starts_with('0') { "1" } else { "0" });
+        assert!(!s.verify("b.test", "a.test", "id1", &wrong));
+        assert!(!s.verify("b.test", "a.test", "id1", &key[..63]));
+        assert!(!s.verify("b.test", "a.test", "id1", ""));
+        // The process secret works the same.
+        let p = secret().unwrap();
+        assert!(p.verify("x", "y", "z", &p.key("x", "y", "z")));
+    }
+
+    #[test]
+    fn elements_are_prefixed_and_escaped() {
+        let e = element("result", "a.test", "b'.test", None, Body::Key("k<"));
+        assert_eq!(
+            String::from_utf8(e).unwrap(),
+            "<db:result from='a.test' to='b&apos;.test'>k&lt;</db:result>"
+        );
+        let e = element(
+            "verify",
+            "b.test",
+            "a.test",
+            Some("i1"),
+            Body::Answer(&Answer::Valid),
+        );
+        assert_eq!(
+            String::from_utf8(e).unwrap(),
+            "<db:verify from='b.test' to='a.test' id='i1' type='valid'/>"
+        );
+        let err = Answer::Error("item-not-found", "cancel");
+        let e = element("result", "b.test", "a.test", None, Body::Answer(&err));
+        assert_eq!(
+            String::from_utf8(e).unwrap(),
+            "<db:result from='b.test' to='a.test' type='error'><error type='cancel'>\
+             <item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></db:result>"
+        );
+    }
+
+    #[test]
+    fn requests_are_parsed_strictly() {
+        let el = Element::new("result", NS)
+            .with_attr("from", "A.Test.")
+            .with_attr("to", "b.test")
+            .with_text("  abc \n");
+        let r = Request::parse(&el).unwrap();
+        assert_eq!(
+            (r.verify, r.from.as_str(), r.to.as_str(), r.key.as_str()),
+            (false, "a.test", "b.test", "abc")
+        );
+        assert_eq!(r.kind, None);
+        let v = Element::new("verify", NS)
+            .with_attr("from", "b.test")
+            .with_attr("to", "a.test")
+            .with_attr("id", "x")
+            .with_attr("type", "valid");
+        let r = Request::parse(&v).unwrap();
+        assert!(r.verify && r.id == "x" && r.kind.as_deref() == Some("valid"));
+        for bad in [
+            Element::new("result", NS).with_attr("to", "b.test"),
+            Element::new("result", NS)
+                .with_attr("from", "user@a.test")
+                .with_attr("to", "b.test"),
+            Element::new("result", NS)
+                .with_attr("from", "a.test")
+                .with_attr("to", "b.test/r"),
+            Element::new("result", "jabber:client")
+                .with_attr("from", "a.test")
+                .with_attr("to", "b.test"),
+            Element::new("other", NS)
+                .with_attr("from", "a.test")
+                .with_attr("to", "b.test"),
+        ] {
+            assert_eq!(Request::parse(&bad), None, "{}", bad.to_xml(""));
+        }
+    }
+
+    #[test]
+    fn what_dialback_may_override() {
+        for r in [
+            "untrusted-root",
+            "name-mismatch",
+            "expired",
+            "no-certificate",
+        ] {
+            assert!(overridable(r), "{r}");
+        }
+        for r in ["not-allowed", "revoked", "dane-mismatch"] {
+            assert!(!overridable(r), "{r}");
+        }
+    }
+}
