@@ -11,10 +11,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use base64::Engine;
-use common::fed::{Ca, body, chat, error_of, fed_server, federation, online, s2s_addr};
-use common::{AcceptAny, Client, TestServer};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use common::fed::{
+    Ca, body, chat, error_of, fed_server, federation, load_cert, online, raw_tls_to_b, s2s_addr,
+};
+use common::{Client, TestServer};
 use zorg_proto::{Element, Frame, ns};
 use zorg_server::config::{Config, DurationStr};
 
@@ -66,14 +66,6 @@ async fn b_and_a_stranger(tweak: impl FnOnce(&mut Config)) -> (Ca, Ca, TestServe
 }
 
 /// A certificate chain and key from files `Ca::issue` wrote.
-fn load((crt, key): (PathBuf, PathBuf)) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
-    let chain = CertificateDer::pem_file_iter(&crt)
-        .unwrap()
-        .map(|c| c.unwrap())
-        .collect();
-    (chain, PrivateKeyDer::from_pem_file(&key).unwrap())
-}
-
 /// A server stream header from `from` to `to` that declares the `db:` prefix.
 fn db_header(from: &str, to: &str, id: Option<&str>) -> String {
     let id = id.map(|i| format!(" id='{i}'")).unwrap_or_default();
@@ -87,22 +79,7 @@ fn db_header(from: &str, to: &str, id: Option<&str>) -> String {
 /// A raw server claiming `from`, with a certificate for c.test from `ca`, connected to `b`
 /// over direct TLS; its stream (declaring dialback) opened. Gives back the stream ID `b` gave.
 async fn raw_dialback(ca: &Ca, b: &TestServer, from: &str) -> (Client, String) {
-    let (chain, key) = load(ca.issue("c", &["c.test"]));
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let cfg = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AcceptAny))
-        .with_client_auth_cert(chain, key)
-        .unwrap();
-    let addr = b.running.as_ref().unwrap().s2s_direct_tls_addrs[0];
-    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
-        .connect(ServerName::try_from("b.test").unwrap(), tcp)
-        .await
-        .unwrap();
-    let mut c = Client::new(Box::new(tls));
+    let mut c = raw_tls_to_b(ca, b).await;
     c.send(&db_header(from, "b.test", None)).await;
     let id = match c.frame().await {
         Some(Frame::StreamOpen(h)) => h.attr("id").unwrap().to_owned(),
@@ -251,7 +228,7 @@ async fn db_verify_is_valid_for_keys_this_server_made_and_invalid_otherwise() {
     assert!(c.next().await.is("starttls", ns::TLS));
     c.send("<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
         .await;
-    let (chain, key) = load(stranger.issue("c", &["c.test"]));
+    let (chain, key) = load_cert(stranger.issue("c", &["c.test"]));
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let cfg = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()

@@ -6,17 +6,15 @@
 mod common;
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use base64::Engine;
 use common::fed::{
-    Ca, body, chat, error_of, eventually, fed_server, federation, online, s2s_addr,
+    Ca, body, chat, error_of, eventually, fed_server, federation, online, raw_tls_to_b, s2s_addr,
     subscription_and_presence,
 };
-use common::{AcceptAny, Client, TestServer};
+use common::{Client, TestServer};
 use rcgen::SerialNumber;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::pki_types::ServerName;
 use time::{Duration as TimeDuration, OffsetDateTime};
 use zorg_proto::ns;
 use zorg_server::config::{Config, DurationStr};
@@ -265,27 +263,7 @@ async fn a_silent_peer_times_out_and_the_queue_bounces() {
 /// A raw server "c.test" with a certificate from `ca`, connected to b.test over direct TLS
 /// (XEP-0368), its first stream opened.
 async fn raw_connect(ca: &Ca, b: &TestServer) -> Client {
-    let (crt, key) = ca.issue("c", &["c.test"]);
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&crt)
-        .unwrap()
-        .map(|c| c.unwrap())
-        .collect();
-    let key = PrivateKeyDer::from_pem_file(&key).unwrap();
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let cfg = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AcceptAny))
-        .with_client_auth_cert(chain, key)
-        .unwrap();
-    let addr = b.running.as_ref().unwrap().s2s_direct_tls_addrs[0];
-    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
-        .connect(ServerName::try_from("b.test").unwrap(), tcp)
-        .await
-        .unwrap();
-    let mut c = Client::new(Box::new(tls));
+    let mut c = raw_tls_to_b(ca, b).await;
     c.open_s2s("c.test", "b.test").await;
     c
 }
@@ -490,17 +468,33 @@ async fn a_certificate_revoked_while_running_ends_the_open_link_and_new_ones_are
         .send("<message to='bob@b.test' id='m1'><body>before</body></message>")
         .await;
     bob.expect("m1", |e| e.attr("id") == Some("m1")).await;
+    // And a link the other way: b.test -> a.test, inbound at a.test.
+    bob.send("<message to='alice@a.test' id='r1'><body>reply</body></message>")
+        .await;
+    alice.expect("r1", |e| e.attr("id") == Some("r1")).await;
+    assert_eq!(federation(&b).link_count(), 1);
     // The auditor revokes b.test; a.test picks the CRL up while running (polled every 5 s).
     // Wait for the swap itself rather than a fixed time, so that a loaded machine cannot make
     // this flaky; 60 s is only the limit.
     let before = federation(&a).trust.verifiers();
     ca.write_crl(&crl, &[4242]);
     assert_eq!(federation(&a).link_count(), 1);
-    eventually("the CRL is reloaded and the open link closed", || {
+    eventually("the CRL is reloaded and both open links closed", || {
         !std::sync::Arc::ptr_eq(&before, &federation(&a).trust.verifiers())
             && federation(&a).link_count() == 0
+            && federation(&b).link_count() == 0
     })
     .await;
+    // b.test cannot link again: a.test refuses its certificate, and bob's message bounces.
+    bob.send("<message to='alice@a.test' id='r2'><body>again</body></message>")
+        .await;
+    let e = bob.expect("a bounce", |e| e.attr("id") == Some("r2")).await;
+    assert_eq!(
+        error_of(&e).0,
+        "remote-server-not-found",
+        "{}",
+        e.to_xml("")
+    );
     alice
         .send("<message to='bob@b.test' id='m2'><body>after</body></message>")
         .await;

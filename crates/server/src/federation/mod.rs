@@ -243,7 +243,10 @@ pub async fn reload_crls(fed: Arc<Federation>, mut shutdown: tokio::sync::watch:
                 }
             }
             Ok(crate::tls::trust::Reload::Reloaded { crls }) => {
-                tracing::info!(crls, "federation CRLs reloaded; open links are checked again");
+                tracing::info!(
+                    crls,
+                    "federation CRLs reloaded; open links are checked again"
+                );
                 polls = 0;
                 fed.trust_changed();
             }

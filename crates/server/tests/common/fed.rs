@@ -140,6 +140,47 @@ pub async fn eventually(what: &str, cond: impl Fn() -> bool) {
     }
 }
 
+/// A certificate chain and key from PEM files.
+pub fn load_cert(
+    (crt, key): (PathBuf, PathBuf),
+) -> (
+    Vec<rustls::pki_types::CertificateDer<'static>>,
+    rustls::pki_types::PrivateKeyDer<'static>,
+) {
+    use rustls::pki_types::pem::PemObject;
+    let chain = rustls::pki_types::CertificateDer::pem_file_iter(&crt)
+        .unwrap()
+        .map(|c| c.unwrap())
+        .collect();
+    (
+        chain,
+        rustls::pki_types::PrivateKeyDer::from_pem_file(&key).unwrap(),
+    )
+}
+
+/// A raw TLS connection to b.test's first direct TLS s2s port, presenting a certificate for
+/// c.test from `ca` (for tests that play a peer server by hand).
+pub async fn raw_tls_to_b(ca: &Ca, b: &TestServer) -> super::Client {
+    use std::sync::Arc;
+    let (chain, key) = load_cert(ca.issue("c", &["c.test"]));
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(super::AcceptAny))
+        .with_client_auth_cert(chain, key)
+        .unwrap();
+    let addr = b.running.as_ref().unwrap().s2s_direct_tls_addrs[0];
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let server_name = rustls::pki_types::ServerName::try_from("b.test").unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+        .connect(server_name, tcp)
+        .await
+        .unwrap();
+    super::Client::new(Box::new(tls))
+}
+
 pub fn federation(t: &TestServer) -> &Federation {
     t.server().federation.as_deref().unwrap()
 }

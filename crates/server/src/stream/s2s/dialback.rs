@@ -339,6 +339,24 @@ impl Inbound {
         self.sasl = Some(domain.to_owned());
     }
 
+    /// Checks the certificate of the domain SASL EXTERNAL authenticated again, against today's
+    /// CRLs and clock (after a CRL reload and hourly): the refusal that ends the link, if any.
+    /// As on outbound links, a refusal dialback may override keeps a link when dialback is on
+    /// (its pairs were verified by DNS, not by the certificate).
+    pub fn recheck(&mut self) -> Option<Refused> {
+        let domain = self.sasl.as_deref()?;
+        let r = self
+            .fed
+            .recheck(PeerRole::Inbound, &self.chain, domain)
+            .err()?;
+        if self.server.config.federation.dialback && overridable(r.reason) {
+            tracing::warn!(peer = %self.peer, remote = %domain, reason = r.reason,
+                "inbound s2s link kept open by dialback: {}", r.sentence);
+            return None;
+        }
+        Some(r)
+    }
+
     /// Whether any domain may send stanzas on this link.
     pub fn authenticated(&self) -> bool {
         self.sasl.is_some() || !self.pairs.is_empty()
@@ -562,7 +580,7 @@ async fn ask(
     let mut s = XmlStream::new(tls, server.limits, server.config.limits.read_rate);
     outbound::open(&mut s, target, sender, true)
         .await
-        .ok_or_else(gone)?;
+        .map_err(|_| gone())?;
     s.queue_raw(&element(
         "verify",
         target,

@@ -232,6 +232,7 @@ async fn run(
     let idle = server.config.federation.idle_timeout.get();
     let dialback = server.config.federation.dialback;
     let mut shutdown = server.shutdown.clone();
+    let mut trust = server.federation.as_ref().map(|f| f.trust_changes());
     let mut end = first.and_then(|el| link.handle(&mut s, &el).err());
     while end.is_none() {
         if pre_auth.is_some() && link.authenticated() {
@@ -261,6 +262,14 @@ async fn run(
                 Err(_) => break,
             },
             verdict = link.next_verdict() => end = link.settle(&mut s, verdict).err(),
+            // A CRL reload or the hourly tick: the certificate may be revoked or expired now.
+            _ = changed_or_pending(&mut trust) => {
+                if let Some(r) = link.recheck() {
+                    tracing::warn!(%peer, remote = %peers.from, reason = r.reason, "inbound s2s link closed: {}", r.sentence);
+                    end = Some(StreamError::new(StreamCondition::PolicyViolation)
+                        .with_text("this server no longer accepts your certificate"));
+                }
+            }
             // The peer closes its idle outbound links itself; this is for peers that do not.
             _ = tokio::time::sleep_until(idle_at) => {
                 end = Some(StreamError::new(StreamCondition::ConnectionTimeout));
@@ -277,6 +286,17 @@ async fn run(
         s.fail(&e).await;
     }
     tracing::info!(%peer, remote = %peers.from, "inbound s2s link closed");
+}
+
+/// Waits for the next change of the trust (see [`crate::federation::Federation::trust_changes`]),
+/// or forever without federation.
+async fn changed_or_pending(rx: &mut Option<tokio::sync::watch::Receiver<u64>>) {
+    if let Some(rx) = rx
+        && rx.changed().await.is_ok()
+    {
+        return;
+    }
+    std::future::pending().await
 }
 
 /// Sleeps until `at`, or forever without one.

@@ -105,7 +105,7 @@ pub async fn connect(
     let mut s = XmlStream::new(tls, server.limits, server.config.limits.read_rate);
     let (peers, features) = open(&mut s, local, remote, dialback)
         .await
-        .ok_or_else(|| gone("closed the stream after TLS"))?;
+        .map_err(|e| e.failure(remote, "closed the stream after TLS", gone))?;
     let external = features
         .get_child("mechanisms", ns::SASL)
         .is_some_and(|m| m.children().any(|c| c.text().trim() == "EXTERNAL"));
@@ -141,7 +141,7 @@ pub async fn connect(
     s.restart();
     open(&mut s, local, remote, dialback)
         .await
-        .ok_or_else(|| gone("closed the stream after SASL"))?;
+        .map_err(|e| e.failure(remote, "closed the stream after SASL", gone))?;
     Ok(s)
 }
 
@@ -221,7 +221,7 @@ async fn starttls(
     let mut s = XmlStream::new(tcp, server.limits, server.config.limits.read_rate);
     let (_, features) = open(&mut s, local, remote, false)
         .await
-        .ok_or_else(|| gone("did not open a stream"))?;
+        .map_err(|e| e.failure(remote, "did not open a stream", gone))?;
     if !features.has_child("starttls", ns::TLS) {
         return Err(gone("does not offer STARTTLS"));
     }
@@ -235,6 +235,33 @@ async fn starttls(
         .map_err(|_| gone("sent data after <proceed/>"))
 }
 
+/// Why [`open`] got no features.
+#[derive(Debug)]
+pub(super) enum NotOpened {
+    /// The connection ended or the peer sent something else.
+    Gone,
+    /// The peer sent a stream error instead: its condition and text, for the log.
+    Refused(String),
+}
+
+impl NotOpened {
+    /// A [`Failure`]: a refusal naming the peer's error, or `gone(what)`.
+    pub(super) fn failure(
+        self,
+        remote: &str,
+        what: &str,
+        gone: impl Fn(&str) -> Failure,
+    ) -> Failure {
+        match self {
+            NotOpened::Gone => gone(what),
+            NotOpened::Refused(why) => Failure::Refused {
+                sentence: format!("{remote} {what} with the stream error {why}"),
+                reason: "peer-refused",
+            },
+        }
+    }
+}
+
 /// Sends our header (declaring the dialback prefix when `dialback`), reads the peer's and its
 /// features.
 pub(super) async fn open<S: AsyncRead + AsyncWrite + Unpin>(
@@ -242,19 +269,83 @@ pub(super) async fn open<S: AsyncRead + AsyncWrite + Unpin>(
     local: &str,
     remote: &str,
     dialback: bool,
-) -> Option<(Peers, Element)> {
+) -> Result<(Peers, Element), NotOpened> {
     s.queue_raw(&header_with(local, remote, None, dialback));
-    s.flush().await.ok()?;
+    s.flush().await.map_err(|_| NotOpened::Gone)?;
     let peers = match read_header(s).await {
         Ok(p) => p,
         Err(HeaderError::Stream(e)) => {
             s.fail(&e).await;
-            return None;
+            return Err(NotOpened::Gone);
         }
-        Err(HeaderError::Gone) => return None,
+        Err(HeaderError::Gone) => return Err(NotOpened::Gone),
     };
-    let features = next_element(s)
-        .await
-        .filter(|f| f.is("features", ns::STREAM))?;
-    Some((peers, features))
+    match next_element(s).await {
+        Some(f) if f.is("features", ns::STREAM) => Ok((peers, f)),
+        // RFC 6120 §4.9: e.g. Prosody's <not-authorized/> for a certificate it does not trust.
+        Some(e) if e.is("error", ns::STREAM) => Err(NotOpened::Refused(stream_error_summary(&e))),
+        _ => Err(NotOpened::Gone),
+    }
+}
+
+/// `<condition/>` and the peer's text, if any, for the log (bounded: the text is the peer's).
+fn stream_error_summary(e: &Element) -> String {
+    let condition = e
+        .children()
+        .find(|c| c.ns() == ns::STREAM_ERRORS && c.name() != "text")
+        .map_or("undefined-condition", |c| c.name());
+    let text: String = e
+        .get_child("text", ns::STREAM_ERRORS)
+        .map(|t| t.text().chars().take(200).collect())
+        .unwrap_or_default();
+    if text.is_empty() {
+        format!("<{condition}/>")
+    } else {
+        format!("<{condition}/> (\"{text}\")")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use zorg_proto::framing::{Limits, parse_element};
+
+    fn error(inner: &str) -> Element {
+        let xml = format!("<error xmlns='http://etherx.jabber.org/streams'>{inner}</error>");
+        parse_element(&xml, Limits::default()).unwrap()
+    }
+
+    #[test]
+    fn a_peer_stream_error_becomes_a_refusal_that_names_it() {
+        let e = error(
+            "<not-authorized xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>\
+             <text xmlns='urn:ietf:params:xml:ns:xmpp-streams'>Your server's certificate is not trusted</text>",
+        );
+        let f = NotOpened::Refused(stream_error_summary(&e)).failure(
+            "b.example",
+            "closed the stream after TLS",
+            |w| Failure::Unreachable(w.to_owned()),
+        );
+        assert_eq!(f.reason(), "peer-refused");
+        assert_eq!(
+            f.to_string(),
+            "b.example closed the stream after TLS with the stream error <not-authorized/> \
+             (\"Your server's certificate is not trusted\")"
+        );
+        // Without a text, and with a peer's very long text cut short.
+        let e = error("<policy-violation xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>");
+        assert_eq!(stream_error_summary(&e), "<policy-violation/>");
+        let long = "x".repeat(5_000);
+        let e = error(&format!(
+            "<conflict xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>\
+             <text xmlns='urn:ietf:params:xml:ns:xmpp-streams'>{long}</text>"
+        ));
+        assert!(stream_error_summary(&e).len() < 250);
+        // A connection that just ended is what `gone` says.
+        let f = NotOpened::Gone.failure("b.example", "did not open a stream", |w| {
+            Failure::Unreachable(format!("b.example {w}"))
+        });
+        assert_eq!(f.to_string(), "b.example did not open a stream");
+        assert_eq!(f.reason(), "unreachable");
+    }
 }
