@@ -165,6 +165,43 @@ async fn targets_are_tried_in_priority_order_until_one_answers() {
 }
 
 #[tokio::test]
+async fn an_address_that_does_not_answer_leaves_time_for_the_next_target() {
+    let ca = Ca::new("Auditor");
+    let (b, _) = server_b(&ca, |_| {}).await;
+    // A listener that never accepts, its backlog full: further SYNs are dropped, so a connect
+    // to it hangs (as to a host that drops packets) instead of being refused.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let hole = socket.listen(1).unwrap();
+    let hole_addr = hole.local_addr().unwrap();
+    let mut fillers = Vec::new();
+    for _ in 0..3 {
+        fillers.push(tokio::spawn(tokio::net::TcpStream::connect(hole_addr)));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let dns = TestZone::new()
+        .srv("_xmpp-server", "b.test", 1, hole_addr.port(), "hole.b.test")
+        .srv(
+            "_xmpp-server",
+            "b.test",
+            2,
+            s2s_addr(&b).port(),
+            "xmpp.b.test",
+        )
+        .addr("hole.b.test", LOCALHOST)
+        .addr("xmpp.b.test", LOCALHOST)
+        .serve()
+        .await;
+    // connect_timeout is 5 s here: the hole may take a third of it, then b.test answers.
+    let a = server_a(&ca, &dns, &b, false).await;
+    chat_works(a, b).await;
+    drop(hole);
+    for f in fillers {
+        f.abort();
+    }
+}
+
+#[tokio::test]
 async fn a_domain_without_srv_records_is_reached_on_its_address_at_5269() {
     let ca = Ca::new("Auditor");
     // 5269 is the standard port, so b.test needs a loopback address of its own.

@@ -64,6 +64,8 @@ pub struct Federation {
     /// Bumped when the CRLs change and every hour (certificates expire while links stay open):
     /// open links then check their peer's certificate again.
     trust_epoch: tokio::sync::watch::Sender<u64>,
+    /// The key behind this server's dialback keys (XEP-0220), made at start.
+    pub(crate) dialback_secret: Option<crate::stream::s2s::dialback::Secret>,
 }
 
 impl Federation {
@@ -83,6 +85,7 @@ impl Federation {
             links: DashMap::new(),
             next_link: AtomicU64::new(1),
             trust_epoch: tokio::sync::watch::Sender::new(0),
+            dialback_secret: crate::stream::s2s::dialback::Secret::random(),
         }
     }
 

@@ -15,10 +15,10 @@
 //! - **authoritative** ([`Inbound::handle`]): answers `<db:verify>` for keys this server made.
 //!
 //! Keys are HMAC-SHA256(SHA-256(secret), receiving ' ' originating ' ' stream-id) in hex
-//! (XEP-0185), with a secret of 32 random bytes made once per process; they are never logged.
+//! (XEP-0185), with a secret of 32 random bytes made at every start; they are never logged.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 
 use aws_lc_rs::{constant_time, digest, hmac, rand};
 use rustls_pki_types::{CertificateDer, UnixTime};
@@ -76,8 +76,16 @@ pub fn is_dialback(el: &Element) -> bool {
 // ---------------------------------------------------------------------------------------------
 // Keys
 
-/// The dialback secret: the HMAC key SHA-256(secret).
+/// The dialback secret: the HMAC key SHA-256(secret). One per server run, kept in
+/// [`Federation`]: keys from before a restart are simply invalid, which costs a peer one new
+/// negotiation.
 pub struct Secret(hmac::Key);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(…)")
+    }
+}
 
 impl Secret {
     /// A secret from its bytes.
@@ -87,7 +95,7 @@ impl Secret {
     }
 
     /// 32 random bytes; `None` if the system has no randomness to give.
-    fn random() -> Option<Secret> {
+    pub fn random() -> Option<Secret> {
         let mut bytes = [0u8; 32];
         rand::fill(&mut bytes).ok()?;
         Some(Secret::new(&bytes))
@@ -116,14 +124,6 @@ impl Secret {
 }
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
-
-/// This process's secret. One per run: keys from before a restart are simply invalid, which
-/// costs a peer one new negotiation.
-static SECRET: LazyLock<Option<Secret>> = LazyLock::new(Secret::random);
-
-fn secret() -> Option<&'static Secret> {
-    SECRET.as_ref()
-}
 
 // ---------------------------------------------------------------------------------------------
 // Elements
@@ -244,12 +244,13 @@ enum Body<'a> {
 /// and waits for its verdict. The caller bounds the wait (`connect_timeout`).
 pub async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
     s: &mut XmlStream<S>,
+    secret: Option<&Secret>,
     local: &str,
     remote: &str,
     stream_id: &str,
 ) -> Result<(), Failure> {
     let gone = || Failure::Unreachable(format!("{remote} closed the stream during dialback"));
-    let Some(secret) = secret() else {
+    let Some(secret) = secret else {
         return Err(Failure::Unreachable(
             "no randomness for a dialback key".into(),
         ));
@@ -440,7 +441,8 @@ impl Inbound {
             return Answer::Error("item-not-found", "cancel");
         }
         let genuine = req.id.len() <= MAX_ID
-            && secret().is_some_and(|k| k.verify(&req.from, &req.to, &req.id, &req.key));
+            && (self.fed.dialback_secret.as_ref())
+                .is_some_and(|k| k.verify(&req.from, &req.to, &req.id, &req.key));
         tracing::debug!(peer = %self.peer, receiving = %req.from, originating = %req.to, genuine, "dialback key verification requested");
         if genuine {
             Answer::Valid
@@ -649,8 +651,8 @@ mod tests {
         assert!(!s.verify("b.test", "a.test", "id1", &wrong));
         assert!(!s.verify("b.test", "a.test", "id1", &key[..63]));
         assert!(!s.verify("b.test", "a.test", "id1", ""));
-        // The process secret works the same.
-        let p = secret().unwrap();
+        // A fresh random secret works the same.
+        let p = Secret::random().unwrap();
         assert!(p.verify("x", "y", "z", &p.key("x", "y", "z")));
     }
 

@@ -119,7 +119,14 @@ pub async fn connect(
         if !(dialback && dialback::offered(&features)) {
             return Err(why);
         }
-        dialback::authenticate(&mut s, local, remote, &peers.id).await?;
+        dialback::authenticate(
+            &mut s,
+            fed.dialback_secret.as_ref(),
+            local,
+            remote,
+            &peers.id,
+        )
+        .await?;
         tracing::warn!(%local, %remote, %addr, reason = why.reason(),
             "outbound s2s link accepted by dialback, not by the auditor's certificates: {why}");
         return Ok(s);
@@ -156,9 +163,24 @@ pub(super) async fn secure(
 ) -> Result<(Tls, Vec<CertificateDer<'static>>), Failure> {
     let addr = route.addr;
     let gone = |what: &str| Failure::Unreachable(format!("{remote} ({addr}) {what}"));
-    let tcp = TcpStream::connect(addr)
-        .await
-        .map_err(|e| Failure::Unreachable(format!("cannot connect to {remote} at {addr}: {e}")))?;
+    // A third of connect_timeout (at most 10 s) per address, so that an address that drops
+    // packets leaves time for the next target instead of using up the whole wait.
+    let per_address = (server.config.federation.connect_timeout.get() / 3)
+        .min(std::time::Duration::from_secs(10));
+    let tcp = match tokio::time::timeout(per_address, TcpStream::connect(addr)).await {
+        Ok(Ok(tcp)) => tcp,
+        Ok(Err(e)) => {
+            let text = format!("cannot connect to {remote} at {addr}: {e}");
+            return Err(Failure::Unreachable(text));
+        }
+        Err(_) => {
+            let text = format!(
+                "cannot connect to {remote} at {addr}: no answer within {} s",
+                per_address.as_secs()
+            );
+            return Err(Failure::Unreachable(text));
+        }
+    };
     let _ = tcp.set_nodelay(true);
     let tcp = if route.direct_tls {
         tcp
