@@ -79,7 +79,7 @@ level = "info,zorg_server=debug"
 EOF
 
 # Every test account's password is "pw-<name>-interop" (test_slixmpp.py knows the rule).
-accounts="alice bob carol dave erin frank grace henry ivy judy"
+accounts="alice bob carol dave erin frank grace henry ivy judy kate leo"
 for name in $accounts; do
     printf 'pw-%s-interop\n' "$name" |
         "$zorg" user add "$name@localhost" --config "$work/zorg.toml" --password-stdin >/dev/null

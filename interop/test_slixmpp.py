@@ -372,6 +372,43 @@ def test_subscription_presence_and_messages_between_two_clients():
     run(scenario())
 
 
+def test_message_carbons_between_two_resources():
+    """XEP-0280 with slixmpp's own plugin: kate's desk enables carbons and sees what her phone
+    receives and sends; the phone, which did not enable them, gets nothing extra."""
+    async def scenario():
+        phone = Client("kate", resource="phone")
+        desk = Client("kate", resource="desk")
+        desk.register_plugin('xep_0280')
+        leo = Client("leo", resource="pc")
+        received, sent = asyncio.Queue(), asyncio.Queue()
+        desk.add_event_handler("carbon_received", received.put_nowait)
+        desk.add_event_handler("carbon_sent", sent.put_nowait)
+        for c in (phone, desk, leo):
+            await c.login()
+        await desk.plugin['xep_0280'].enable(timeout=TIMEOUT)
+        kate_bare, leo_bare = phone.boundjid.bare, leo.boundjid.bare
+
+        leo.send_message(mto=phone.boundjid, mbody="BP 120/80", mtype="chat")
+        msg = await phone.next_message(leo_bare)
+        assert msg['body'] == "BP 120/80"
+        carbon = await asyncio.wait_for(received.get(), TIMEOUT)
+        assert carbon['from'] == kate_bare
+        inner = carbon['carbon_received']
+        assert inner['body'] == "BP 120/80"
+        assert inner['from'] == leo.boundjid and inner['to'] == phone.boundjid
+
+        phone.send_message(mto=leo_bare, mbody="noted", mtype="chat")
+        assert (await leo.next_message(kate_bare))['body'] == "noted"
+        carbon = await asyncio.wait_for(sent.get(), TIMEOUT)
+        inner = carbon['carbon_sent']
+        assert inner['body'] == "noted"
+        assert inner['from'] == phone.boundjid and inner['to'].bare == leo_bare
+
+        for c in (leo, desk, phone):
+            await c.logout()
+    run(scenario())
+
+
 def test_offline_message_is_delivered_at_next_login():
     """XEP-0160: a message to an account with no session is stored and delivered at its next
     login, with a XEP-0203 delay and a XEP-0359 stanza-id from the server."""

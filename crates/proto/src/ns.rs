@@ -69,3 +69,9 @@ pub const CAPS_HASH_SHA1: &str = "sha-1";
 pub fn canonical(ns: &str) -> &str {
     if ns == SERVER { CLIENT } else { ns }
 }
+/// XEP-0280 Message Carbons.
+pub const CARBONS: &str = "urn:xmpp:carbons:2";
+/// XEP-0297 Stanza Forwarding.
+pub const FORWARD: &str = "urn:xmpp:forward:0";
+/// XEP-0334 Message Processing Hints.
+pub const HINTS: &str = "urn:xmpp:hints";

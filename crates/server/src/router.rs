@@ -47,6 +47,8 @@ pub struct SessionState {
     interested: AtomicBool,
     /// The last available presence broadcast by this session (for probes by other sessions).
     presence: std::sync::Mutex<Option<Element>>,
+    /// XEP-0280: gets copies of the account's other conversations.
+    carbons: AtomicBool,
 }
 
 impl SessionState {
@@ -63,6 +65,16 @@ impl SessionState {
     /// Whether the session requested the roster and so receives roster pushes.
     pub fn is_interested(&self) -> bool {
         self.interested.load(Ordering::Relaxed)
+    }
+
+    /// Whether the session enabled Message Carbons (XEP-0280).
+    pub fn carbons(&self) -> bool {
+        self.carbons.load(Ordering::Relaxed)
+    }
+
+    /// Enables or disables Message Carbons for the session.
+    pub fn set_carbons(&self, on: bool) {
+        self.carbons.store(on, Ordering::Relaxed);
     }
 
     /// Marks the session as an interested resource.
@@ -177,6 +189,29 @@ impl Router {
             .get(bare)
             .map(|l| l.clone())
             .unwrap_or_default()
+    }
+
+    /// Whether any session of `bare` enabled carbons.
+    pub fn has_carbons(&self, bare: &str) -> bool {
+        self.accounts
+            .get(bare)
+            .is_some_and(|l| l.iter().any(|s| s.state.carbons()))
+    }
+
+    /// The sessions of `bare` that enabled carbons, other than those `skip` names. Allocates
+    /// nothing when there are none, which is the common case on the message path.
+    pub fn carbon_targets(
+        &self,
+        bare: &str,
+        skip: impl Fn(&SessionHandle) -> bool,
+    ) -> Vec<Arc<SessionHandle>> {
+        let Some(list) = self.accounts.get(bare) else {
+            return Vec::new();
+        };
+        list.iter()
+            .filter(|s| s.state.carbons() && !skip(s))
+            .cloned()
+            .collect()
     }
 
     /// The session bound to `bare/resource`.

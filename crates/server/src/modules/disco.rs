@@ -26,6 +26,7 @@ pub fn server_features(config: &Config) -> Vec<&'static str> {
         ns::PING,
         ns::TIME,
         ns::BLOCKING,
+        ns::CARBONS,
         ns::OFFLINE,
         ns::REGISTER,
         ns::SID,

@@ -11,7 +11,7 @@ use time::format_description::well_known::Rfc3339;
 use zorg_proto::jid::Jid;
 use zorg_proto::{Element, StanzaCondition, StanzaError, ns};
 
-use crate::modules::{Target, blocking, target};
+use crate::modules::{Target, blocking, carbons, target};
 use crate::server::Server;
 use crate::session::{AfterFlush, Ctx};
 use crate::storage::{AccountStore, OfflineStore, StorageError, new_id};
@@ -68,6 +68,7 @@ pub async fn from_client(ctx: &mut Ctx<'_>, el: Element, to: Option<Jid>) {
                 }
                 return;
             }
+            copy_sent(ctx, &el);
             crate::federation::send(ctx.server, el, &domain);
             return;
         }
@@ -78,6 +79,7 @@ pub async fn from_client(ctx: &mut Ctx<'_>, el: Element, to: Option<Jid>) {
         }
         return;
     }
+    copy_sent(ctx, &el);
     let server = ctx.server.clone();
     // An error reply to a message carries no payload (RFC 6120 §8.3.1 allows leaving it out,
     // and echoing a body would copy it needlessly): keep only the attributes for it.
@@ -86,6 +88,14 @@ pub async fn from_client(ctx: &mut Ctx<'_>, el: Element, to: Option<Jid>) {
         && MessageType::of(&head) != MessageType::Error
     {
         ctx.reply_error(&head, err);
+    }
+}
+
+/// XEP-0280: copies of what this session sends, for the account's other carbons-enabled
+/// sessions.
+fn copy_sent(ctx: &Ctx<'_>, el: &Element) {
+    if carbons::eligible(el) && carbons::anyone(ctx.server, ctx.bare()) {
+        carbons::sent(ctx.server, &ctx.sess.handle, el);
     }
 }
 
@@ -107,11 +117,20 @@ pub async fn deliver_local(
     // XEP-0359 §4: a stanza-id claimed to be from the recipient's archive cannot come from the
     // sender; remove it so clients never trust a forged one.
     el.retain_children(|c| !(c.is("stanza-id", ns::SID) && c.attr("by") == Some(bare)));
+    // XEP-0280: the copy for the account's other carbons-enabled sessions, taken before
+    // delivery (and only when someone could get one: the common case copies nothing).
+    let carbon = (carbons::eligible(&el) && carbons::anyone(server, bare)).then(|| el.clone());
+    carbons::strip_private(&mut el);
     if let Some(res) = resource {
         if let Some(h) = server.router.session(bare, res) {
             // A full JID that is connected gets the message even without presence.
             match server.router.deliver(&h, el) {
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    if let Some(c) = &carbon {
+                        carbons::received(server, bare, c, &[h.conn_id]);
+                    }
+                    return Ok(());
+                }
                 Err(back) => el = back,
             }
         }
@@ -131,6 +150,8 @@ pub async fn deliver_local(
     }
     let n = targets.len();
     let mut delivered = false;
+    // Who got the original, for carbons (empty, and unallocated, without them).
+    let mut got = Vec::new();
     let mut undelivered = Some(el);
     for (i, h) in targets.iter().enumerate() {
         let Some(cur) = undelivered.take() else { break };
@@ -142,13 +163,21 @@ pub async fn deliver_local(
             cur
         };
         match server.router.deliver(h, copy) {
-            Ok(()) => delivered = true,
+            Ok(()) => {
+                delivered = true;
+                if carbon.is_some() {
+                    got.push(h.conn_id);
+                }
+            }
             Err(back) => {
                 if undelivered.is_none() {
                     undelivered = Some(back);
                 }
             }
         }
+    }
+    if delivered && let Some(c) = &carbon {
+        carbons::received(server, bare, c, &got);
     }
     match undelivered {
         Some(el) if !delivered => match ty {

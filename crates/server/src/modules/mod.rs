@@ -5,6 +5,8 @@
 
 /// XEP-0191: Blocking Command.
 pub mod blocking;
+/// XEP-0280: Message Carbons.
+pub mod carbons;
 /// XEP-0030 Service Discovery and XEP-0115 Entity Capabilities for the server and accounts.
 pub mod disco;
 /// RFC 6121 messages, XEP-0160 offline storage, XEP-0359 stanza ids.
@@ -218,6 +220,9 @@ async fn account_iq(ctx: &mut Ctx<'_>, el: Element, _own: bool) {
         // XEP-0030 for the account itself.
         (ns::DISCO_INFO, "query", "get") => ctx.answer(&el, disco::account_info(&el).map(Some)),
         (ns::DISCO_ITEMS, "query", "get") => ctx.answer(&el, Ok(Some(disco::account_items()))),
+        // XEP-0280: carbons for this session.
+        (ns::CARBONS, "enable", _) => carbons::handle_iq(ctx, &el, true),
+        (ns::CARBONS, "disable", _) => carbons::handle_iq(ctx, &el, false),
         // XEP-0199: some clients ping their own bare JID.
         (ns::PING, "ping", "get") => ctx.to_self.push(iq_result(&el, None)),
         // XEP-0077: password change and account removal (no `to` or the own account).
