@@ -140,6 +140,35 @@ pub async fn eventually(what: &str, cond: impl Fn() -> bool) {
     }
 }
 
+/// Two servers that know each other's address.
+pub async fn pair(ca: &Ca, b_cert: (PathBuf, PathBuf)) -> (TestServer, TestServer) {
+    pair_with(ca, b_cert, |_| {}).await
+}
+
+/// [`pair`] with a change to a.test's configuration.
+pub async fn pair_with(
+    ca: &Ca,
+    b_cert: (PathBuf, PathBuf),
+    tweak_a: impl FnOnce(&mut Config),
+) -> (TestServer, TestServer) {
+    let root = ca.root();
+    let a = fed_server("a.test", ca.issue("a", &["a.test"]), &root, tweak_a).await;
+    let b = fed_server("b.test", b_cert, &root, |_| {}).await;
+    federation(&a).set_host("b.test", s2s_addr(&b));
+    federation(&b).set_host("a.test", s2s_addr(&a));
+    a.add_user("alice@a.test", "pass").await;
+    b.add_user("bob@b.test", "pass").await;
+    (a, b)
+}
+
+/// A raw server "c.test" with a certificate from `ca`, connected to b.test over direct TLS
+/// (XEP-0368), its first stream opened.
+pub async fn raw_connect(ca: &Ca, b: &TestServer) -> super::Client {
+    let mut c = raw_tls_to_b(ca, b).await;
+    c.open_s2s("c.test", "b.test").await;
+    c
+}
+
 /// A certificate chain and key from PEM files.
 pub fn load_cert(
     (crt, key): (PathBuf, PathBuf),
