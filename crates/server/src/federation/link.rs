@@ -12,7 +12,6 @@ use super::dns::Target;
 use super::{Federation, incoming};
 use crate::server::Server;
 use crate::stream::io::XmlStream;
-use crate::stream::s2s::dialback;
 use crate::stream::s2s::outbound::{self, Failure, Route, Tls};
 use crate::tls::dane::Tlsa;
 use crate::tls::trust::PeerRole;
@@ -206,10 +205,10 @@ impl Link {
 }
 
 impl Link {
-    /// With dialback on, a refusal dialback may override ([`dialback::overridable`]) does not
-    /// end an open link: a new one would be accepted by dialback all the same.
+    /// With dialback on, a refusal dialback may override does not end an open link: a new one
+    /// would be accepted by dialback all the same.
     fn kept_by_dialback(&self, r: &super::Refused) -> bool {
-        self.server.config.federation.dialback && dialback::overridable(r.reason)
+        self.fed.dialback_overrides(r.reason)
     }
 }
 

@@ -145,6 +145,12 @@ impl Federation {
         self.check(role, chain, domain, UnixTime::now())
     }
 
+    /// Whether dialback is on and may stand in for a certificate refused with `reason` (see
+    /// [`crate::stream::s2s::dialback::overridable`]).
+    pub fn dialback_overrides(&self, reason: &str) -> bool {
+        self.config.dialback && crate::stream::s2s::dialback::overridable(reason)
+    }
+
     /// Tells open links to check their peers again.
     fn trust_changed(&self) {
         self.trust_epoch.send_modify(|e| *e += 1);

@@ -89,7 +89,7 @@ async fn negotiate(
     let verdict = fed.check(PeerRole::Inbound, &chain, &peers.from, UnixTime::now());
     let dialback = server.config.federation.dialback;
     match &verdict {
-        Err(refusal) if !dialback || !dialback::overridable(refusal.reason) => {
+        Err(refusal) if !fed.dialback_overrides(refusal.reason) => {
             tracing::warn!(%peer, remote = %peers.from, local = %peers.to, reason = refusal.reason,
                 "inbound s2s link refused: {}", refusal.sentence);
             // No SASL mechanism is offered; the stream error tells the peer's operator why.

@@ -97,7 +97,7 @@ pub async fn connect(
             reason: r.reason,
         });
     if let Some(f) = refused.clone()
-        && !(dialback && dialback::overridable(f.reason()))
+        && !fed.dialback_overrides(f.reason())
     {
         return Err(f);
     }

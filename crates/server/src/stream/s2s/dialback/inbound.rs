@@ -80,7 +80,7 @@ impl Inbound {
             .fed
             .recheck(PeerRole::Inbound, &self.chain, domain)
             .err()?;
-        if self.server.config.federation.dialback && overridable(r.reason) {
+        if self.fed.dialback_overrides(r.reason) {
             tracing::warn!(peer = %self.peer, remote = %domain, reason = r.reason,
                 "inbound s2s link kept open by dialback: {}", r.sentence);
             return None;
