@@ -439,6 +439,35 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn a_bad_trust_anchor_file_is_a_start_error_naming_it() {
+        let dir = std::env::temp_dir().join(format!("zorg-dns-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("anchors.txt");
+        std::fs::write(&path, "test. 3600 IN DNSKEY not a key\n").unwrap();
+        let config = FederationConfig {
+            dane: true,
+            dnssec_trust_anchors: Some(path.clone()),
+            dns_servers: vec!["127.0.0.1:53".parse().unwrap()],
+            ..FederationConfig::default()
+        };
+        let e = Dns::new(&config).unwrap_err();
+        assert!(e.contains("anchors.txt") && e.contains("DNSKEY"), "{e}");
+        // A missing file, too.
+        let config = FederationConfig {
+            dnssec_trust_anchors: Some(dir.join("missing.txt")),
+            ..config
+        };
+        assert!(Dns::new(&config).unwrap_err().contains("missing.txt"));
+        // Without DANE the file is not read at all (config check refuses that combination).
+        let config = FederationConfig {
+            dane: false,
+            ..config
+        };
+        assert!(Dns::new(&config).is_ok());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     #[test]
     fn names_are_made_absolute() {
         assert_eq!(absolute("b.example"), "b.example.");
