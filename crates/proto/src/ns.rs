@@ -75,3 +75,23 @@ pub const CARBONS: &str = "urn:xmpp:carbons:2";
 pub const FORWARD: &str = "urn:xmpp:forward:0";
 /// XEP-0334 Message Processing Hints.
 pub const HINTS: &str = "urn:xmpp:hints";
+/// XEP-0313 Message Archive Management, version 2.
+pub const MAM: &str = "urn:xmpp:mam:2";
+/// XEP-0313 `#extended`: before-id, after-id, ids, flip-page and metadata.
+pub const MAM_EXTENDED: &str = "urn:xmpp:mam:2#extended";
+/// XEP-0059 Result Set Management.
+pub const RSM: &str = "http://jabber.org/protocol/rsm";
+/// XEP-0184 Message Delivery Receipts.
+pub const RECEIPTS: &str = "urn:xmpp:receipts";
+/// XEP-0333 Chat Markers.
+pub const MARKERS: &str = "urn:xmpp:chat-markers:0";
+/// XEP-0308 Last Message Correction.
+pub const CORRECT: &str = "urn:xmpp:message-correct:0";
+/// XEP-0424 Message Retraction (current version).
+pub const RETRACT: &str = "urn:xmpp:message-retract:1";
+/// XEP-0424 Message Retraction, version 0 (inside a XEP-0422 `apply-to`).
+pub const RETRACT_0: &str = "urn:xmpp:message-retract:0";
+/// XEP-0422 Message Fastening (carries version 0 retractions).
+pub const FASTEN: &str = "urn:xmpp:fasten:0";
+/// XEP-0428 Fallback Indication.
+pub const FALLBACK: &str = "urn:xmpp:fallback:0";

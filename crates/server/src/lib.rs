@@ -3,6 +3,8 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+/// Encryption at rest: key-encryption key, data keys, AES-256-GCM records.
+pub mod crypto;
 /// RFC 6120 server-to-server links: the link manager, bounces and delivery from other servers.
 pub mod federation;
 pub mod modules;

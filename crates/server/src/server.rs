@@ -40,6 +40,9 @@ pub enum StartError {
     /// Certificates.
     #[error("TLS: {0}")]
     Tls(#[from] TlsError),
+    /// The key-encryption key could not be had.
+    #[error("encryption key: {0}")]
+    Key(String),
     /// Federation could not be set up (DNS resolver, DNSSEC trust anchors).
     #[error("federation: {0}")]
     Federation(String),
@@ -89,6 +92,8 @@ pub struct Server {
     /// of any other account skips the offline query (see `message::deliver_offline`). Only this
     /// process stores offline messages, so the set is exact after it is read at start.
     pub offline_hints: dashmap::DashMap<String, u64>,
+    /// XEP-0313 archiving preferences, cached because every archived message reads them.
+    pub archive_prefs: dashmap::DashMap<String, Arc<crate::storage::archive::Prefs>>,
     /// Server-to-server links, when `[federation] enabled`.
     pub federation: Option<Arc<Federation>>,
     /// Becomes `true` when the server shuts down.
@@ -127,13 +132,46 @@ pub struct RunningServer {
     tasks: JoinSet<()>,
 }
 
+/// Opens the database in `data_dir` and unlocks it with the configured key-encryption key. A
+/// new database without a configured key gets a generated key file beside it (never inside);
+/// a database that already holds data keys never gets a new key silently.
+pub async fn open_storage(config: &Config) -> Result<Storage, StartError> {
+    let storage = Storage::open(&config.data_dir.join("zorg.db")).await?;
+    let source = config.key_source();
+    let kek = match source.load().map_err(|e| StartError::Key(e.to_string()))? {
+        Some(k) => k,
+        None => {
+            let crate::crypto::KeySource::Default(path) = &source else {
+                return Err(StartError::Key(format!("{source} gave no key")));
+            };
+            if storage.has_data_keys().await? {
+                return Err(StartError::Key(format!(
+                    "the database is encrypted, but its key file {} is missing; restore it from \
+                     your key backup, or set [storage] key_file or key_env to where it is",
+                    path.display()
+                )));
+            }
+            let k = crate::crypto::generate_key_file(path)
+                .map_err(|e| StartError::Key(e.to_string()))?;
+            tracing::warn!(
+                file = %path.display(),
+                "generated a new key-encryption key for the stored messages; keep a copy of \
+                 this file apart from the database backups: without it they cannot be read"
+            );
+            k
+        }
+    };
+    storage.unlock(kek).await?;
+    Ok(storage)
+}
+
 /// Starts the server: opens storage, loads or makes certificates, binds listeners.
 pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     std::fs::create_dir_all(&config.data_dir).map_err(|e| StartError::DataDir {
         path: config.data_dir.display().to_string(),
         why: e.to_string(),
     })?;
-    let storage = Storage::open(&config.data_dir.join("zorg.db")).await?;
+    let storage = open_storage(&config).await?;
     let offline_hints = storage
         .offline_owners()
         .await?
@@ -197,6 +235,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         fake_secret,
         blocklists: dashmap::DashMap::new(),
         offline_hints,
+        archive_prefs: dashmap::DashMap::new(),
         federation,
         shutdown: shutdown_rx,
         config,
@@ -241,6 +280,8 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
             tasks.spawn(accept_loop(server.clone(), listener, kind));
         }
     }
+    tasks.spawn(crate::modules::mam::retention::expire(server.clone()));
+    tasks.spawn(crate::modules::mam::retention::rotate_keys(server.clone()));
     if let Some(fed) = &server.federation {
         tasks.spawn(crate::federation::reload_crls(
             fed.clone(),

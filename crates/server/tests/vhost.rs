@@ -58,6 +58,7 @@ async fn two_domain_server(ca: &Ca, certs: &Certs) -> TestServer {
             name: name.into(),
             certificate: Some(crt.clone()),
             key: Some(key.clone()),
+            ..DomainConfig::default()
         })
         .collect();
     c.federation.enabled = true;

@@ -8,6 +8,7 @@
 mod diagnose;
 mod federation;
 mod sections;
+mod storage;
 mod values;
 
 #[cfg(test)]
@@ -24,6 +25,7 @@ pub use federation::{FederationConfig, S2sConfig};
 pub use sections::{
     C2sConfig, DomainConfig, LimitsConfig, LogConfig, LogFormat, ModulesConfig, RegistrationConfig,
 };
+pub use storage::{ArchiveConfig, StorageConfig};
 pub use values::{DurationStr, ParseDurationError};
 
 /// The whole configuration file.
@@ -52,6 +54,10 @@ pub struct Config {
     pub registration: RegistrationConfig,
     /// `[modules]`: optional capabilities.
     pub modules: ModulesConfig,
+    /// `[storage]`: the key that encrypts stored messages.
+    pub storage: StorageConfig,
+    /// `[archive]`: XEP-0313 archives and their retention.
+    pub archive: ArchiveConfig,
 }
 
 impl Default for Config {
@@ -66,6 +72,8 @@ impl Default for Config {
             log: LogConfig::default(),
             registration: RegistrationConfig::default(),
             modules: ModulesConfig::default(),
+            storage: StorageConfig::default(),
+            archive: ArchiveConfig::default(),
         }
     }
 }
@@ -125,6 +133,8 @@ impl Config {
         self.federation.validate(&self.s2s, &mut problems);
         self.log.validate(&mut problems);
         self.registration.validate(&mut problems);
+        self.storage.validate(&mut problems);
+        self.archive.validate(&mut problems);
         problems
     }
 
@@ -137,6 +147,7 @@ impl Config {
             }
         };
         resolve(&mut self.data_dir);
+        self.storage.key_file.as_mut().map(resolve);
         for d in &mut self.domains {
             d.certificate.as_mut().map(resolve);
             d.key.as_mut().map(resolve);
@@ -150,6 +161,27 @@ impl Config {
         {
             resolve(p);
         }
+    }
+
+    /// Where the key-encryption key comes from.
+    pub fn key_source(&self) -> crate::crypto::KeySource {
+        use crate::crypto::KeySource;
+        match (&self.storage.key_file, &self.storage.key_env) {
+            (Some(f), _) => KeySource::File(f.clone()),
+            (None, Some(v)) => KeySource::Env(v.clone()),
+            (None, None) => KeySource::Default(self.data_dir.join("zorg.key")),
+        }
+    }
+
+    /// How long `domain`'s archives keep messages; `None` keeps them.
+    pub fn archive_expiry(&self, domain: &str) -> Option<std::time::Duration> {
+        let e = self
+            .domains
+            .iter()
+            .find(|d| d.name == domain)
+            .and_then(|d| d.archive_expiry)
+            .unwrap_or(self.archive.expiry);
+        (!e.is_zero()).then(|| e.get())
     }
 
     /// Lower-cases domain names, so the rest of the server compares them byte for byte.

@@ -54,7 +54,7 @@ impl Check<'_> {
     }
 
     /// Like [`Check::duration`] for keys where "0s" means "disabled".
-    fn duration_or_zero(
+    pub(super) fn duration_or_zero(
         &mut self,
         key: &str,
         value: DurationStr,
@@ -86,6 +86,10 @@ pub struct DomainConfig {
     /// file. Default: none. Set together with `certificate`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub key: Option<PathBuf>,
+    /// How long this domain's archives keep messages, overriding `[archive] expiry` (e.g.
+    /// "365d"; "0s" keeps them until deleted). Default: none, `[archive] expiry` applies.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub archive_expiry: Option<DurationStr>,
 }
 
 impl DomainConfig {
@@ -95,6 +99,7 @@ impl DomainConfig {
             name: name.into(),
             certificate: None,
             key: None,
+            archive_expiry: None,
         }
     }
 }
@@ -131,6 +136,15 @@ pub(super) fn validate_domains(domains: &[DomainConfig], problems: &mut Vec<Prob
                 "is set but `certificate` is not; set both or neither",
             )),
             _ => {}
+        }
+        if let Some(e) = d.archive_expiry
+            && !e.is_zero()
+            && !super::storage::ArchiveConfig::EXPIRY.contains(&e)
+        {
+            problems.push(Problem::new(
+                format!("domain[{i}].archive_expiry"),
+                format!("must be between \"1h\" and \"36500d\" (or \"0s\" to keep), not \"{e}\""),
+            ));
         }
         for (field, path) in [("certificate", &d.certificate), ("key", &d.key)] {
             if path.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {

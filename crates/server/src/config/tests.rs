@@ -102,6 +102,9 @@ fn example_documents_every_key() {
     sample.domains[0].certificate = Some("c".into());
     sample.domains[0].key = Some("k".into());
     sample.federation.dnssec_trust_anchors = Some("a".into());
+    sample.domains[0].archive_expiry = Some(crate::config::DurationStr::from_secs(86_400));
+    sample.storage.key_file = Some("k".into());
+    sample.storage.key_env = Some("K".into());
     let sample: toml::Table = toml::from_str(&toml::to_string(&sample).unwrap()).unwrap();
     let mut every_key = BTreeSet::new();
     key_paths(&sample, "", &mut every_key);
@@ -260,7 +263,8 @@ fn unknown_keys_are_reported_with_path_and_line() {
     let p = problem_at(&problems, "bogus");
     assert_eq!(p.line, Some(11));
     assert!(
-        p.message.contains("known keys here: c2s, data_dir, domain"),
+        p.message
+            .contains("known keys here: archive, c2s, data_dir, domain"),
         "{}",
         p.message
     );

@@ -101,14 +101,28 @@ pub fn account_info(el: &Element) -> Result<Element, StanzaError> {
     if node_of(el, ns::DISCO_INFO).is_some() {
         return Err(StanzaError::new(StanzaCondition::ItemNotFound));
     }
-    Ok(Element::new("query", ns::DISCO_INFO)
+    let mut q = Element::new("query", ns::DISCO_INFO)
         .with_child(
             Element::new("identity", ns::DISCO_INFO)
                 .with_attr("category", "account")
                 .with_attr("type", "registered"),
         )
-        .with_child(Element::new("feature", ns::DISCO_INFO).with_attr("var", ns::DISCO_INFO)))
+        .with_child(Element::new("feature", ns::DISCO_INFO).with_attr("var", ns::DISCO_INFO));
+    for f in ACCOUNT_FEATURES {
+        q.push_child(Element::new("feature", ns::DISCO_INFO).with_attr("var", *f));
+    }
+    Ok(q)
 }
+
+/// What an account's archive offers (XEP-0313 §7, XEP-0424 §Tombstones).
+const ACCOUNT_FEATURES: &[&str] = &[
+    ns::MAM,
+    ns::MAM_EXTENDED,
+    ns::RETRACT,
+    "urn:xmpp:message-retract:1#tombstone",
+    ns::RETRACT_0,
+    "urn:xmpp:message-retract:0#tombstone",
+];
 
 /// disco#items of an account: empty until PEP exists.
 pub fn account_items() -> Element {

@@ -11,6 +11,7 @@ use time::format_description::well_known::Rfc3339;
 use zorg_proto::jid::Jid;
 use zorg_proto::{Element, StanzaCondition, StanzaError, ns};
 
+use crate::modules::mam::archiving;
 use crate::modules::{Target, blocking, carbons, target};
 use crate::server::Server;
 use crate::session::{AfterFlush, Ctx};
@@ -45,7 +46,7 @@ impl MessageType {
 }
 
 /// A message from the client of `ctx`.
-pub async fn from_client(ctx: &mut Ctx<'_>, el: Element, to: Option<Jid>) {
+pub async fn from_client(ctx: &mut Ctx<'_>, mut el: Element, to: Option<Jid>) {
     let (bare, resource) = match target(ctx, &to) {
         Target::OwnAccount => (ctx.bare().to_owned(), None),
         Target::LocalBare(b) => (b, None),
@@ -69,6 +70,7 @@ pub async fn from_client(ctx: &mut Ctx<'_>, el: Element, to: Option<Jid>) {
                 return;
             }
             copy_sent(ctx, &el);
+            archive_sent(ctx, &mut el).await;
             crate::federation::send(ctx.server, el, &domain);
             return;
         }
@@ -80,6 +82,7 @@ pub async fn from_client(ctx: &mut Ctx<'_>, el: Element, to: Option<Jid>) {
         return;
     }
     copy_sent(ctx, &el);
+    archive_sent(ctx, &mut el).await;
     let server = ctx.server.clone();
     // An error reply to a message carries no payload (RFC 6120 §8.3.1 allows leaving it out,
     // and echoing a body would copy it needlessly): keep only the attributes for it.
@@ -99,16 +102,22 @@ fn copy_sent(ctx: &Ctx<'_>, el: &Element) {
     }
 }
 
+/// XEP-0313: what the account sends goes into its own archive (the recipient's archive is
+/// written on delivery).
+async fn archive_sent(ctx: &Ctx<'_>, el: &mut Element) {
+    let peer = el.attr("to").unwrap_or(ctx.bare()).to_owned();
+    Box::pin(archiving::archive(ctx.server, ctx.bare(), &peer, true, el)).await;
+}
+
 /// Delivers a message whose `from` is set to the local account `bare` (or its `resource`),
-/// applying RFC 6121 §8.5.2 / §8.5.3 and storing it offline when nobody can take it.
-/// Returns the error to bounce to the sender, if any.
+/// applying RFC 6121 §8.5.2 / §8.5.3, archiving it (XEP-0313) and storing it offline when
+/// nobody can take it. Returns the error to bounce to the sender, if any.
 pub async fn deliver_local(
     server: &Arc<Server>,
     mut el: Element,
     bare: &str,
     resource: Option<&str>,
 ) -> Result<(), StanzaError> {
-    let ty = MessageType::of(&el);
     let from = el.attr("from").unwrap_or_default().to_owned();
     if blocking::blocks(server, bare, &from).await {
         // XEP-0191 §3.3: the blocked sender learns only that the service is unavailable.
@@ -117,6 +126,28 @@ pub async fn deliver_local(
     // XEP-0359 §4: a stanza-id claimed to be from the recipient's archive cannot come from the
     // sender; remove it so clients never trust a forged one.
     el.retain_children(|c| !(c.is("stanza-id", ns::SID) && c.attr("by") == Some(bare)));
+    // Archived before delivery, so that the stanza-id the recipient sees is the archive's.
+    let archived = if archiving::archivable(&el) {
+        Box::pin(archiving::archive(server, bare, &from, false, &mut el))
+            .await
+            .map(|(id, _)| id)
+    } else {
+        None
+    };
+    route_local(server, el, bare, resource, archived).await
+}
+
+/// Delivery after the checks and archiving of [`deliver_local`]. `archived` is the message's id
+/// in `bare`'s archive, if it was archived: then an offline copy points at the archive entry
+/// instead of storing the message twice.
+async fn route_local(
+    server: &Arc<Server>,
+    mut el: Element,
+    bare: &str,
+    resource: Option<&str>,
+    archived: Option<String>,
+) -> Result<(), StanzaError> {
+    let ty = MessageType::of(&el);
     // XEP-0280: the copy for the account's other carbons-enabled sessions, taken before
     // delivery (and only when someone could get one: the common case copies nothing).
     let carbon = (carbons::eligible(&el) && carbons::anyone(server, bare)).then(|| el.clone());
@@ -181,9 +212,10 @@ pub async fn deliver_local(
     }
     match undelivered {
         Some(el) if !delivered => match ty {
-            MessageType::Normal | MessageType::Chat => {
-                Box::pin(store_offline(server, bare, el)).await
-            }
+            MessageType::Normal | MessageType::Chat => match archived {
+                Some(id) => Box::pin(link_offline(server, bare, &id)).await,
+                None => Box::pin(store_offline(server, bare, el)).await,
+            },
             // Headlines are not stored; errors to someone offline are dropped.
             _ => Ok(()),
         },
@@ -191,8 +223,44 @@ pub async fn deliver_local(
     }
 }
 
+/// Queues the archived message `id` for `bare`, who has no session to take it: stored once, in
+/// the archive, and durable when this returns `Ok`.
+async fn link_offline(server: &Arc<Server>, bare: &str, id: &str) -> Result<(), StanzaError> {
+    let max = server.config.limits.max_offline_per_account;
+    offline_stored(
+        server,
+        bare,
+        server.storage.link_offline(bare, id, max).await,
+    )
+}
+
+/// Maps the result of storing an offline message, and notes the account as holding some.
+fn offline_stored(
+    server: &Arc<Server>,
+    bare: &str,
+    r: Result<(), StorageError>,
+) -> Result<(), StanzaError> {
+    match r {
+        Ok(()) => {
+            // After the insert is committed (see deliver_offline).
+            let mut n = server.offline_hints.entry(bare.to_owned()).or_insert(0);
+            *n = n.wrapping_add(1);
+            Ok(())
+        }
+        Err(StorageError::QuotaExceeded) => {
+            Err(StanzaError::new(StanzaCondition::ServiceUnavailable)
+                .with_text("the recipient is offline and their offline storage is full"))
+        }
+        Err(StorageError::NotFound) => Err(StanzaError::new(StanzaCondition::ServiceUnavailable)),
+        Err(e) => {
+            tracing::error!(error = %e, "storing an offline message failed");
+            Err(StanzaError::new(StanzaCondition::InternalServerError))
+        }
+    }
+}
+
 /// Stores a message for an account with no session to take it (XEP-0160), adding a
-/// stanza-id (XEP-0359). Durable when this returns `Ok`.
+/// stanza-id (XEP-0359). Durable when this returns `Ok`. For messages that are not archived.
 pub async fn store_offline(
     server: &Arc<Server>,
     bare: &str,
@@ -216,27 +284,13 @@ pub async fn store_offline(
     let ms = (stamp.unix_timestamp_nanos() / 1_000_000) as i64;
     let xml = el.to_xml(ns::CLIENT);
     let max = server.config.limits.max_offline_per_account;
-    match server.storage.push_offline(bare, &id, &xml, ms, max).await {
-        Ok(()) => {
-            // After the insert is committed (see deliver_offline).
-            let mut n = server.offline_hints.entry(bare.to_owned()).or_insert(0);
-            *n = n.wrapping_add(1);
-            Ok(())
-        }
-        Err(StorageError::QuotaExceeded) => {
-            Err(StanzaError::new(StanzaCondition::ServiceUnavailable)
-                .with_text("the recipient is offline and their offline storage is full"))
-        }
-        Err(StorageError::NotFound) => Err(StanzaError::new(StanzaCondition::ServiceUnavailable)),
-        Err(e) => {
-            tracing::error!(error = %e, "storing an offline message failed");
-            Err(StanzaError::new(StanzaCondition::InternalServerError))
-        }
-    }
+    let r = server.storage.push_offline(bare, &id, &xml, ms, max).await;
+    offline_stored(server, bare, r)
 }
 
 /// A message that was queued for a session that ended before writing it: deliver it to the
-/// account's other resources or store it, as if sent to the bare JID.
+/// account's other resources or store it, as if sent to the bare JID. It was checked and
+/// archived on its way in; the stanza-id added then says where it is in the archive.
 pub async fn reroute_undelivered(server: &Arc<Server>, el: Element) {
     let Some(bare) = el
         .attr("to")
@@ -245,7 +299,12 @@ pub async fn reroute_undelivered(server: &Arc<Server>, el: Element) {
     else {
         return;
     };
-    if let Err(e) = deliver_local(server, el, &bare, None).await {
+    let archived = el
+        .children()
+        .find(|c| c.is("stanza-id", ns::SID) && c.attr("by") == Some(bare.as_str()))
+        .and_then(|c| c.attr("id"))
+        .map(str::to_owned);
+    if let Err(e) = route_local(server, el, &bare, None, archived).await {
         tracing::debug!(
             condition = e.condition.as_str(),
             "undelivered message could not be rerouted"

@@ -9,6 +9,8 @@ pub mod blocking;
 pub mod carbons;
 /// XEP-0030 Service Discovery and XEP-0115 Entity Capabilities for the server and accounts.
 pub mod disco;
+/// XEP-0313: Message Archive Management (with XEP-0308 corrections and XEP-0424 retractions).
+pub mod mam;
 /// RFC 6121 messages, XEP-0160 offline storage, XEP-0359 stanza ids.
 pub mod message;
 /// XEP-0199 ping, XEP-0202 entity time, XEP-0092 software version.
@@ -223,6 +225,8 @@ async fn account_iq(ctx: &mut Ctx<'_>, el: Element, _own: bool) {
         // XEP-0280: carbons for this session.
         (ns::CARBONS, "enable", _) => carbons::handle_iq(ctx, &el, true),
         (ns::CARBONS, "disable", _) => carbons::handle_iq(ctx, &el, false),
+        // XEP-0313: archive queries, preferences and metadata.
+        (ns::MAM, _, _) => Box::pin(mam::handle_iq(ctx, el)).await,
         // XEP-0199: some clients ping their own bare JID.
         (ns::PING, "ping", "get") => ctx.to_self.push(iq_result(&el, None)),
         // XEP-0077: password change and account removal (no `to` or the own account).

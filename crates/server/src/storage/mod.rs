@@ -9,15 +9,22 @@
 //! particular) has reached stable storage when its future resolves, and survives `kill -9` and
 //! power loss.
 
+/// XEP-0313 message archive: entries, queries, preferences and the batched writer.
+pub mod archive;
+mod keys;
 mod sqlite;
 pub mod types;
 
 use std::future::Future;
 use std::path::Path;
+use std::sync::{Arc, OnceLock};
 
 use base64::Engine as _;
 
+pub use keys::KeyInfo;
 pub use types::{RosterItem, ScramHash, ScramRecord, Subscription};
+
+use crate::crypto::{CryptoError, Keyring, RecordAad, RecordKind};
 
 /// Why a storage operation failed. The text is for operators: it says what to check, and never
 /// contains credentials, stanzas or other user data.
@@ -41,6 +48,26 @@ pub enum StorageError {
          disk is not full and no other program holds the database locked"
     )]
     Database(String),
+    /// Archive and offline records need the encryption keys, which were not loaded.
+    #[error(
+        "the database's encryption keys are not loaded; start the server (or the command) with \
+         the key file or key variable configured in [storage]"
+    )]
+    Locked,
+    /// The configured key-encryption key is not the one the database was written with.
+    #[error(
+        "the key-encryption key (fingerprint {got}) is not the one this database was written with \
+         (fingerprint {expected}); configure the right key file or key variable in [storage]"
+    )]
+    WrongKey {
+        /// The fingerprint stored with the data keys.
+        expected: String,
+        /// The fingerprint of the configured key.
+        got: String,
+    },
+    /// A record could not be sealed or opened.
+    #[error("{0}")]
+    Crypto(#[from] CryptoError),
     /// The schema could not be brought up to date at open.
     #[error(
         "database schema migration failed: {0}; restore the database from a backup or run the \
@@ -207,10 +234,19 @@ enum Pool {
     Sqlite(sqlite::Sqlite),
 }
 
-/// The server's database handle. Cheap to clone (the pools are shared).
+/// The server's database handle. Cheap to clone (the pools and keys are shared).
 #[derive(Debug, Clone)]
 pub struct Storage {
     pool: Pool,
+    /// Set by [`Storage::unlock`]: the keys and the archive writer.
+    unlocked: Arc<OnceLock<Unlocked>>,
+}
+
+/// What unlocking a database provides.
+#[derive(Debug)]
+struct Unlocked {
+    keys: Arc<Keyring>,
+    writer: archive::Writer,
 }
 
 impl Storage {
@@ -218,18 +254,25 @@ impl Storage {
     pub async fn open(path: &Path) -> Result<Storage, StorageError> {
         Ok(Storage {
             pool: Pool::Sqlite(sqlite::Sqlite::open(path).await?),
+            unlocked: Arc::default(),
         })
     }
 
-    /// A fresh, empty in-memory database, for tests. Its content is lost when dropped.
+    /// A fresh, empty in-memory database, for tests, unlocked with a random key. Its content is
+    /// lost when dropped.
     pub async fn open_memory() -> Result<Storage, StorageError> {
-        Ok(Storage {
+        let db = Storage {
             pool: Pool::Sqlite(sqlite::Sqlite::open_memory().await?),
-        })
+            unlocked: Arc::default(),
+        };
+        db.unlock(crate::crypto::Kek::random()?).await?;
+        Ok(db)
     }
 
-    /// Waits for running operations and closes every connection. Later calls fail.
+    /// Commits queued archive writes, waits for running operations and closes every
+    /// connection. Later calls fail.
     pub async fn close(&self) {
+        self.flush_archive().await;
         match &self.pool {
             Pool::Sqlite(db) => db.close().await,
         }
@@ -346,17 +389,49 @@ impl OfflineStore for Storage {
         stamp_unix_ms: i64,
         max_per_account: u32,
     ) -> Result<(), StorageError> {
-        match &self.pool {
-            Pool::Sqlite(db) => {
-                db.push_offline(owner, id, stanza, stamp_unix_ms, max_per_account)
-                    .await
-            }
-        }
+        self.seal_offline(owner, id, stanza, stamp_unix_ms, max_per_account)
+            .await
     }
     async fn offline_messages(&self, owner: &str) -> Result<Vec<OfflineMessage>, StorageError> {
-        match &self.pool {
-            Pool::Sqlite(db) => db.offline_messages(owner).await,
+        let Pool::Sqlite(db) = &self.pool;
+        let rows = db.offline_messages(owner).await?;
+        let keys = self.keyring()?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            let plain = match &r.archived {
+                // XEP-0424: a message retracted before it was delivered is not delivered; the
+                // retraction itself follows in the queue.
+                Some((_, _, true)) => continue,
+                Some((aid, astamp, false)) => keys.open(
+                    r.key_id,
+                    &RecordAad {
+                        kind: RecordKind::Archive,
+                        owner,
+                        id: aid,
+                        stamp_unix_ms: *astamp,
+                    },
+                    &r.payload,
+                ),
+                None => keys.open(
+                    r.key_id,
+                    &RecordAad {
+                        kind: RecordKind::Offline,
+                        owner,
+                        id: &r.id,
+                        stamp_unix_ms: r.stamp_unix_ms,
+                    },
+                    &r.payload,
+                ),
+            }?;
+            out.push(OfflineMessage {
+                seq: r.seq,
+                id: r.id,
+                stanza: String::from_utf8(plain)
+                    .map_err(|_| StorageError::Database("stored stanza is not UTF-8".into()))?,
+                stamp_unix_ms: r.stamp_unix_ms,
+            });
         }
+        Ok(out)
     }
     async fn delete_offline_through(&self, owner: &str, seq: i64) -> Result<u64, StorageError> {
         match &self.pool {

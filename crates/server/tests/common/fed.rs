@@ -112,6 +112,7 @@ pub async fn fed_server(
         name: domain.into(),
         certificate: Some(cert.0),
         key: Some(cert.1),
+        ..DomainConfig::default()
     }];
     c.federation.enabled = true;
     c.federation.trust_anchors = vec![anchor.to_path_buf()];

@@ -156,6 +156,10 @@ impl Sqlite {
             "DELETE FROM roster_groups WHERE owner = ?1",
             "DELETE FROM roster_items WHERE owner = ?1",
             "DELETE FROM offline_messages WHERE owner = ?1",
+            "DELETE FROM offline_messages_v1 WHERE owner = ?1",
+            "DELETE FROM archive WHERE owner = ?1",
+            "DELETE FROM archive_pref_jids WHERE owner = ?1",
+            "DELETE FROM archive_prefs WHERE owner = ?1",
             "DELETE FROM blocklist_items WHERE owner = ?1",
             "DELETE FROM scram_credentials WHERE owner = ?1",
         ] {

@@ -8,9 +8,13 @@
 //! lock up front instead of failing at their first write.
 
 mod account;
+mod archive;
 mod blocklist;
+mod keys;
 mod offline;
 mod roster;
+
+pub(crate) use offline::OfflineBody;
 
 use std::borrow::Cow;
 use std::path::Path;
@@ -35,13 +39,22 @@ const BEGIN_WRITE: &str = "BEGIN IMMEDIATE";
 /// The migrations, embedded so that the binary carries its schema. Never edit one that shipped:
 /// sqlx checks their checksums at every open; add a new version instead.
 fn migrator() -> Migrator {
-    Migrator::with_migrations(vec![Migration::new(
-        1,
-        Cow::Borrowed("core"),
-        MigrationType::Simple,
-        include_str!("../../../migrations/sqlite/0001_core.sql").into_sql_str(),
-        false,
-    )])
+    Migrator::with_migrations(vec![
+        Migration::new(
+            1,
+            Cow::Borrowed("core"),
+            MigrationType::Simple,
+            include_str!("../../../migrations/sqlite/0001_core.sql").into_sql_str(),
+            false,
+        ),
+        Migration::new(
+            2,
+            Cow::Borrowed("archive"),
+            MigrationType::Simple,
+            include_str!("../../../migrations/sqlite/0002_archive.sql").into_sql_str(),
+            false,
+        ),
+    ])
 }
 
 /// An open SQLite database.
@@ -63,6 +76,9 @@ impl Sqlite {
             // FULL: an accepted message must survive power loss, not only a crash of the process.
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
+            // Deleted records (a deleted account's archive, expired messages) are overwritten
+            // in the file, not left in free pages.
+            .pragma("secure_delete", "ON")
             .busy_timeout(BUSY_TIMEOUT);
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
@@ -158,11 +174,64 @@ mod tests {
         }
     }
 
+    fn kek() -> crate::crypto::Kek {
+        crate::crypto::load_key_text(&"ab".repeat(32)).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_wrong_key_is_refused_and_nothing_is_stored_in_plaintext() {
+        let dir = TempDir::new("plaintext");
+        let path = dir.0.join("zorg.sqlite");
+        let db = Storage::open(&path).await.unwrap();
+        db.unlock(kek()).await.unwrap();
+        db.create_account("alice@localhost", &[]).await.unwrap();
+        db.push_offline(
+            "alice@localhost",
+            "m1",
+            "<message><body>PLAINTEXT-MARKER-offline</body></message>",
+            7,
+            10,
+        )
+        .await
+        .unwrap();
+        db.archive(crate::storage::archive::NewEntry {
+            owner: "alice@localhost".into(),
+            id: "a1".into(),
+            stamp_unix_ms: 8,
+            with_bare: "bob@localhost".into(),
+            with_resource: String::new(),
+            outgoing: false,
+            msg_id: None,
+            origin_id: None,
+            corrects: None,
+            stanza: "<message><body>PLAINTEXT-MARKER-archive</body></message>".into(),
+        })
+        .await
+        .unwrap();
+        db.close().await;
+        for entry in std::fs::read_dir(&dir.0).unwrap() {
+            let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+            assert!(!bytes.windows(16).any(|w| w == b"PLAINTEXT-MARKER"));
+        }
+        let db = Storage::open(&path).await.unwrap();
+        let other = crate::crypto::load_key_text(&"cd".repeat(32)).unwrap();
+        assert!(matches!(
+            db.unlock(other).await,
+            Err(crate::storage::StorageError::WrongKey { .. })
+        ));
+        db.close().await;
+        let db = Storage::open(&path).await.unwrap();
+        db.unlock(kek()).await.unwrap();
+        let msgs = db.offline_messages("alice@localhost").await.unwrap();
+        assert!(msgs[0].stanza.contains("PLAINTEXT-MARKER-offline"));
+    }
+
     #[tokio::test]
     async fn file_database_survives_close_and_reopen() {
         let dir = TempDir::new("reopen");
         let path = dir.0.join("zorg.sqlite");
         let db = Storage::open(&path).await.unwrap();
+        db.unlock(kek()).await.unwrap();
         db.create_account("alice@localhost", &[]).await.unwrap();
         let item = RosterItem {
             jid: "bob@localhost".into(),
@@ -177,6 +246,7 @@ mod tests {
         assert!(db.account_exists("alice@localhost").await.is_err());
 
         let db = Storage::open(&path).await.unwrap();
+        db.unlock(kek()).await.unwrap();
         assert!(db.account_exists("alice@localhost").await.unwrap());
         assert_eq!(db.roster("alice@localhost").await.unwrap(), (1, vec![item]));
         let msgs = db.offline_messages("alice@localhost").await.unwrap();
@@ -190,6 +260,7 @@ mod tests {
         let dir = TempDir::new("migrate");
         let path = dir.0.join("zorg.sqlite");
         let db = Storage::open(&path).await.unwrap();
+        db.unlock(kek()).await.unwrap();
         db.create_account("alice@localhost", &[]).await.unwrap();
         db.close().await;
         for _ in 0..2 {

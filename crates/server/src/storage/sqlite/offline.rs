@@ -1,41 +1,99 @@
-//! Offline messages on SQLite (RFC 6121 §8.5.2.2.1).
+//! Offline messages on SQLite (RFC 6121 §8.5.2.2.1). The stanzas are sealed by the caller
+//! (`storage::OfflineStore for Storage`); a message that is also archived is stored once, as a
+//! pointer to its archive entry.
 
 use sqlx::Row as _;
 
 use super::{Sqlite, db_error, to_u64};
-use crate::storage::{OfflineMessage, StorageError};
+use crate::storage::StorageError;
+
+/// One stored row, still sealed: either its own payload, or its archive entry's.
+#[derive(Debug, Clone)]
+pub(crate) struct SealedOffline {
+    pub(crate) seq: i64,
+    pub(crate) id: String,
+    pub(crate) stamp_unix_ms: i64,
+    /// The sealed stanza and its key.
+    pub(crate) key_id: i64,
+    pub(crate) payload: Vec<u8>,
+    /// Set when the payload is the archive entry's: (archive id, archive stamp, retracted).
+    pub(crate) archived: Option<(String, i64, bool)>,
+}
+
+/// Inserts one offline row unless the account holds `max` already. One statement, so that the
+/// quota check and the insert are atomic; `Ok(false)` when nothing was inserted.
+pub(crate) async fn insert_offline<'e, E: sqlx::SqliteExecutor<'e>>(
+    db: E,
+    owner: &str,
+    id: &str,
+    stamp_unix_ms: i64,
+    body: OfflineBody<'_>,
+    max_per_account: u32,
+) -> Result<bool, StorageError> {
+    let (archive_seq, key_id, payload) = match body {
+        OfflineBody::Sealed { key_id, payload } => (None, Some(key_id), Some(payload)),
+        OfflineBody::Archived(seq) => (Some(seq), None, None),
+    };
+    let inserted = sqlx::query(
+        "INSERT INTO offline_messages (owner, id, stamp_unix_ms, archive_seq, key_id, payload) \
+         SELECT ?1, ?2, ?3, ?4, ?5, ?6 \
+         WHERE (SELECT COUNT(*) FROM offline_messages WHERE owner = ?1) < ?7",
+    )
+    .bind(owner)
+    .bind(id)
+    .bind(stamp_unix_ms)
+    .bind(archive_seq)
+    .bind(key_id)
+    .bind(payload)
+    .bind(i64::from(max_per_account))
+    .execute(db)
+    .await
+    .map_err(db_error)?
+    .rows_affected();
+    Ok(inserted == 1)
+}
+
+/// What an offline row holds.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum OfflineBody<'a> {
+    /// Its own sealed stanza.
+    Sealed {
+        /// The data key.
+        key_id: i64,
+        /// The sealed bytes.
+        payload: &'a [u8],
+    },
+    /// A pointer to the archive entry with this seq.
+    Archived(i64),
+}
 
 impl Sqlite {
     pub(crate) async fn push_offline(
         &self,
         owner: &str,
         id: &str,
-        stanza: &str,
         stamp_unix_ms: i64,
+        body: OfflineBody<'_>,
         max_per_account: u32,
     ) -> Result<(), StorageError> {
-        // One statement, so the quota check and the insert are atomic without a transaction:
-        // nothing is inserted when the count has reached the limit. The count walks the
-        // (owner, seq) index, bounded by the quota itself.
-        let inserted = sqlx::query(
-            "INSERT INTO offline_messages (owner, id, stanza, stamp_unix_ms) \
-             SELECT ?1, ?2, ?3, ?4 \
-             WHERE (SELECT COUNT(*) FROM offline_messages WHERE owner = ?1) < ?5",
+        if insert_offline(
+            &self.writer,
+            owner,
+            id,
+            stamp_unix_ms,
+            body,
+            max_per_account,
         )
-        .bind(owner)
-        .bind(id)
-        .bind(stanza)
-        .bind(stamp_unix_ms)
-        .bind(i64::from(max_per_account))
-        .execute(&self.writer)
-        .await
-        .map_err(db_error)?
-        .rows_affected();
-        if inserted == 1 {
+        .await?
+        {
             return Ok(());
         }
-        // Nothing inserted: the quota, unless the account does not exist at all (with an empty
-        // store and a zero quota the foreign key is never checked).
+        self.quota_or_missing(owner).await
+    }
+
+    /// Nothing was inserted: the quota, unless the account does not exist at all (with an empty
+    /// store and a zero quota the foreign key is never checked).
+    pub(crate) async fn quota_or_missing(&self, owner: &str) -> Result<(), StorageError> {
         let exists = sqlx::query("SELECT 1 FROM accounts WHERE jid = ?1")
             .bind(owner)
             .fetch_optional(&self.writer)
@@ -61,10 +119,14 @@ impl Sqlite {
     pub(crate) async fn offline_messages(
         &self,
         owner: &str,
-    ) -> Result<Vec<OfflineMessage>, StorageError> {
+    ) -> Result<Vec<SealedOffline>, StorageError> {
         let rows = sqlx::query(
-            "SELECT seq, id, stanza, stamp_unix_ms FROM offline_messages \
-             WHERE owner = ?1 ORDER BY seq",
+            "SELECT o.seq, o.id, o.stamp_unix_ms, \
+                    COALESCE(o.key_id, a.key_id) AS key_id, \
+                    COALESCE(o.payload, a.payload) AS payload, \
+                    a.id AS archive_id, a.stamp_unix_ms AS archive_stamp, a.retracted \
+             FROM offline_messages o LEFT JOIN archive a ON a.seq = o.archive_seq \
+             WHERE o.owner = ?1 ORDER BY o.seq",
         )
         .bind(owner)
         .fetch_all(&self.reader)
@@ -72,11 +134,22 @@ impl Sqlite {
         .map_err(db_error)?;
         rows.iter()
             .map(|row| {
-                Ok(OfflineMessage {
+                let archive_id: Option<String> = row.try_get("archive_id").map_err(db_error)?;
+                let archived = match archive_id {
+                    Some(aid) => Some((
+                        aid,
+                        row.try_get("archive_stamp").map_err(db_error)?,
+                        row.try_get::<i64, _>("retracted").map_err(db_error)? != 0,
+                    )),
+                    None => None,
+                };
+                Ok(SealedOffline {
                     seq: row.try_get("seq").map_err(db_error)?,
                     id: row.try_get("id").map_err(db_error)?,
-                    stanza: row.try_get("stanza").map_err(db_error)?,
                     stamp_unix_ms: row.try_get("stamp_unix_ms").map_err(db_error)?,
+                    key_id: row.try_get("key_id").map_err(db_error)?,
+                    payload: row.try_get("payload").map_err(db_error)?,
+                    archived,
                 })
             })
             .collect()
@@ -103,6 +176,37 @@ impl Sqlite {
             .await
             .map_err(db_error)?;
         to_u64(row.try_get("n").map_err(db_error)?)
+    }
+
+    /// Plaintext offline rows left by a version before encryption at rest (0001's table).
+    pub(crate) async fn legacy_offline(
+        &self,
+    ) -> Result<Vec<(String, String, String, i64)>, StorageError> {
+        let rows = sqlx::query(
+            "SELECT owner, id, stanza, stamp_unix_ms FROM offline_messages_v1 ORDER BY seq",
+        )
+        .fetch_all(&self.writer)
+        .await
+        .map_err(db_error)?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("owner").map_err(db_error)?,
+                    r.try_get("id").map_err(db_error)?,
+                    r.try_get("stanza").map_err(db_error)?,
+                    r.try_get("stamp_unix_ms").map_err(db_error)?,
+                ))
+            })
+            .collect()
+    }
+
+    /// Removes the legacy plaintext rows once they were sealed into the new table.
+    pub(crate) async fn clear_legacy_offline(&self) -> Result<(), StorageError> {
+        sqlx::query("DELETE FROM offline_messages_v1")
+            .execute(&self.writer)
+            .await
+            .map_err(db_error)?;
+        Ok(())
     }
 }
 
