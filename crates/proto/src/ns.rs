@@ -75,3 +75,7 @@ pub const CARBONS: &str = "urn:xmpp:carbons:2";
 pub const FORWARD: &str = "urn:xmpp:forward:0";
 /// XEP-0334 Message Processing Hints.
 pub const HINTS: &str = "urn:xmpp:hints";
+/// XEP-0357 Push Notifications.
+pub const PUSH: &str = "urn:xmpp:push:0";
+/// XEP-0060 Publish-Subscribe (the publish XEP-0357 sends to app servers).
+pub const PUBSUB: &str = "http://jabber.org/protocol/pubsub";

@@ -89,6 +89,8 @@ pub struct Server {
     /// of any other account skips the offline query (see `message::deliver_offline`). Only this
     /// process stores offline messages, so the set is exact after it is read at start.
     pub offline_hints: dashmap::DashMap<String, u64>,
+    /// XEP-0357: notification bursts and publishes awaiting the app server's answer.
+    pub push: crate::modules::push::PushState,
     /// Server-to-server links, when `[federation] enabled`.
     pub federation: Option<Arc<Federation>>,
     /// Becomes `true` when the server shuts down.
@@ -197,6 +199,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         fake_secret,
         blocklists: dashmap::DashMap::new(),
         offline_hints,
+        push: Default::default(),
         federation,
         shutdown: shutdown_rx,
         config,

@@ -7,6 +7,7 @@
 
 mod diagnose;
 mod federation;
+mod push;
 mod sections;
 mod values;
 
@@ -21,6 +22,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub use federation::{FederationConfig, S2sConfig};
+pub use push::PushConfig;
 pub use sections::{
     C2sConfig, DomainConfig, LimitsConfig, LogConfig, LogFormat, ModulesConfig, RegistrationConfig,
 };
@@ -52,6 +54,8 @@ pub struct Config {
     pub registration: RegistrationConfig,
     /// `[modules]`: optional capabilities.
     pub modules: ModulesConfig,
+    /// `[push]`: XEP-0357 push notifications.
+    pub push: PushConfig,
 }
 
 impl Default for Config {
@@ -66,6 +70,7 @@ impl Default for Config {
             log: LogConfig::default(),
             registration: RegistrationConfig::default(),
             modules: ModulesConfig::default(),
+            push: PushConfig::default(),
         }
     }
 }
@@ -125,6 +130,7 @@ impl Config {
         self.federation.validate(&self.s2s, &mut problems);
         self.log.validate(&mut problems);
         self.registration.validate(&mut problems);
+        self.push.validate(&mut problems);
         problems
     }
 

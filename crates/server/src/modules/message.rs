@@ -221,6 +221,8 @@ pub async fn store_offline(
             // After the insert is committed (see deliver_offline).
             let mut n = server.offline_hints.entry(bare.to_owned()).or_insert(0);
             *n = n.wrapping_add(1);
+            // XEP-0357: wake the account's phones (never waits; see push::notify).
+            crate::modules::push::notify(server, bare, &el);
             Ok(())
         }
         Err(StorageError::QuotaExceeded) => {

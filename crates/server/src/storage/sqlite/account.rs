@@ -157,6 +157,7 @@ impl Sqlite {
             "DELETE FROM roster_items WHERE owner = ?1",
             "DELETE FROM offline_messages WHERE owner = ?1",
             "DELETE FROM blocklist_items WHERE owner = ?1",
+            "DELETE FROM push_registrations WHERE owner = ?1",
             "DELETE FROM scram_credentials WHERE owner = ?1",
         ] {
             sqlx::query(sql)

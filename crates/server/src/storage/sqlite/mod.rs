@@ -10,6 +10,7 @@
 mod account;
 mod blocklist;
 mod offline;
+mod push;
 mod roster;
 
 use std::borrow::Cow;
@@ -35,13 +36,23 @@ const BEGIN_WRITE: &str = "BEGIN IMMEDIATE";
 /// The migrations, embedded so that the binary carries its schema. Never edit one that shipped:
 /// sqlx checks their checksums at every open; add a new version instead.
 fn migrator() -> Migrator {
-    Migrator::with_migrations(vec![Migration::new(
-        1,
-        Cow::Borrowed("core"),
-        MigrationType::Simple,
-        include_str!("../../../migrations/sqlite/0001_core.sql").into_sql_str(),
-        false,
-    )])
+    Migrator::with_migrations(vec![
+        Migration::new(
+            1,
+            Cow::Borrowed("core"),
+            MigrationType::Simple,
+            include_str!("../../../migrations/sqlite/0001_core.sql").into_sql_str(),
+            false,
+        ),
+        // 2 is the message archive (another branch); versions need not be contiguous.
+        Migration::new(
+            3,
+            Cow::Borrowed("push"),
+            MigrationType::Simple,
+            include_str!("../../../migrations/sqlite/0003_push.sql").into_sql_str(),
+            false,
+        ),
+    ])
 }
 
 /// An open SQLite database.
