@@ -152,45 +152,53 @@ pub async fn handle_iq(ctx: &mut Ctx<'_>, el: &Element) {
     };
     let server = ctx.server.clone();
     let owner = ctx.bare().to_owned();
-    let r =
-        match req {
-            Request::Enable {
-                service,
-                node,
-                options,
-            } => {
-                if let Err(e) = reachable(&server, &service) {
-                    ctx.reply_error(el, e);
-                    return;
-                }
-                let reg = PushRegistration {
-                    service,
-                    node,
-                    options: options.map(|o| o.to_xml(ns::CLIENT)),
-                };
-                let max = server.config.push.max_registrations;
-                server.storage.enable_push(&owner, &reg, max).await.map(|n| {
-                if n > 0 {
-                    tracing::info!(
-                        replaced = n,
-                        "push registration limit reached; the oldest registration was replaced"
-                    );
-                }
-            })
-            }
-            Request::Disable { service, node } => server
-                .storage
-                .disable_push(&owner, &service, node.as_deref())
-                .await
-                .map(|_| ()),
-        };
-    match r {
-        Ok(()) => ctx.answer(el, Ok(None)),
-        Err(e) => {
-            tracing::error!(error = %e, "storing a push registration failed");
-            ctx.reply_error(el, StanzaError::new(StanzaCondition::InternalServerError));
-        }
+    let r = match req {
+        Request::Enable {
+            service,
+            node,
+            options,
+        } => enable(&server, &owner, service, node, options).await,
+        Request::Disable { service, node } => server
+            .storage
+            .disable_push(&owner, &service, node.as_deref())
+            .await
+            .map(|_| ())
+            .map_err(internal),
+    };
+    ctx.answer(el, r.map(|()| None));
+}
+
+fn internal(e: crate::storage::StorageError) -> StanzaError {
+    tracing::error!(error = %e, "storing a push registration failed");
+    StanzaError::new(StanzaCondition::InternalServerError)
+}
+
+async fn enable(
+    server: &Arc<Server>,
+    owner: &str,
+    service: String,
+    node: String,
+    options: Option<Element>,
+) -> Result<(), StanzaError> {
+    reachable(server, &service)?;
+    let reg = PushRegistration {
+        service,
+        node,
+        options: options.map(|o| o.to_xml(ns::CLIENT)),
+    };
+    let max = server.config.push.max_registrations;
+    let replaced = server
+        .storage
+        .enable_push(owner, &reg, max)
+        .await
+        .map_err(internal)?;
+    if replaced > 0 {
+        tracing::info!(
+            replaced,
+            "push registration limit reached; the oldest registration was replaced"
+        );
     }
+    Ok(())
 }
 
 /// Whether publishes to `service` could ever leave this server: a remote app server needs
