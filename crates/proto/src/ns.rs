@@ -95,3 +95,7 @@ pub const RETRACT_0: &str = "urn:xmpp:message-retract:0";
 pub const FASTEN: &str = "urn:xmpp:fasten:0";
 /// XEP-0428 Fallback Indication.
 pub const FALLBACK: &str = "urn:xmpp:fallback:0";
+/// XEP-0357 Push Notifications.
+pub const PUSH: &str = "urn:xmpp:push:0";
+/// XEP-0060 Publish-Subscribe (the publish XEP-0357 sends to app servers).
+pub const PUBSUB: &str = "http://jabber.org/protocol/pubsub";

@@ -94,6 +94,8 @@ pub struct Server {
     pub offline_hints: dashmap::DashMap<String, u64>,
     /// XEP-0313 archiving preferences, cached because every archived message reads them.
     pub archive_prefs: dashmap::DashMap<String, Arc<crate::storage::archive::Prefs>>,
+    /// XEP-0357: notification bursts and publishes awaiting the app server's answer.
+    pub push: crate::modules::push::PushState,
     /// Server-to-server links, when `[federation] enabled`.
     pub federation: Option<Arc<Federation>>,
     /// Becomes `true` when the server shuts down.
@@ -236,6 +238,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         blocklists: dashmap::DashMap::new(),
         offline_hints,
         archive_prefs: dashmap::DashMap::new(),
+        push: Default::default(),
         federation,
         shutdown: shutdown_rx,
         config,

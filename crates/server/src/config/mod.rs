@@ -7,6 +7,7 @@
 
 mod diagnose;
 mod federation;
+mod push;
 mod sections;
 mod storage;
 mod values;
@@ -22,6 +23,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub use federation::{FederationConfig, S2sConfig};
+pub use push::PushConfig;
 pub use sections::{
     C2sConfig, DomainConfig, LimitsConfig, LogConfig, LogFormat, ModulesConfig, RegistrationConfig,
 };
@@ -58,6 +60,8 @@ pub struct Config {
     pub storage: StorageConfig,
     /// `[archive]`: XEP-0313 archives and their retention.
     pub archive: ArchiveConfig,
+    /// `[push]`: XEP-0357 push notifications.
+    pub push: PushConfig,
 }
 
 impl Default for Config {
@@ -74,6 +78,7 @@ impl Default for Config {
             modules: ModulesConfig::default(),
             storage: StorageConfig::default(),
             archive: ArchiveConfig::default(),
+            push: PushConfig::default(),
         }
     }
 }
@@ -135,6 +140,7 @@ impl Config {
         self.registration.validate(&mut problems);
         self.storage.validate(&mut problems);
         self.archive.validate(&mut problems);
+        self.push.validate(&mut problems);
         problems
     }
 

@@ -25,7 +25,12 @@ impl Check<'_> {
         self.problems.push(Problem::new(path, message));
     }
 
-    fn range<T: PartialOrd + Display>(&mut self, key: &str, value: T, range: RangeInclusive<T>) {
+    pub(super) fn range<T: PartialOrd + Display>(
+        &mut self,
+        key: &str,
+        value: T,
+        range: RangeInclusive<T>,
+    ) {
         if !range.contains(&value) {
             let (lo, hi) = (range.start(), range.end());
             self.push(key, format!("must be between {lo} and {hi}, not {value}"));

@@ -178,6 +178,11 @@ fn every_bound_is_checked() {
         ("log", "level = \"info,my crate=debug\"", "log.level", "not a target"),
         ("log", "format = \"xml\"", "log.format", "human"),
         ("registration", "per_ip_per_hour = 0", "registration.per_ip_per_hour", "between 1 and 1000000"),
+        ("push", "min_interval = \"0s\"", "push.min_interval", "between \"1s\" and \"1h\""),
+        ("push", "min_interval = \"2h\"", "push.min_interval", "between"),
+        ("push", "max_registrations = 0", "push.max_registrations", "between 1 and 100"),
+        ("push", "max_registrations = 101", "push.max_registrations", "between 1 and 100"),
+        ("push", "include_body = true", "push.include_body", "unknown"),
         ("", "data_dir = \"\"", "data_dir", "empty"),
     ];
     for (section, line, path, message) in cases {
@@ -201,8 +206,11 @@ fn values_at_the_bounds_are_accepted() {
                 idle_timeout = \"1d\"\nsee_other_host = \"[2001:db8::1]:5222\"\n\
                 [limits]\nmax_stanza_size = 16777216\nmax_depth = 256\nmax_attributes = 1\n\
                 read_rate = 1024\nmax_offline_per_account = 0\n\
-                [log]\nformat = \"json\"\nlevel = \"warn,zorg_server::stream=TRACE, sqlx=off\"\n";
+                [log]\nformat = \"json\"\nlevel = \"warn,zorg_server::stream=TRACE, sqlx=off\"\n\
+                [push]\nmin_interval = \"1h\"\nmax_registrations = 100\ninclude_sender = true\n";
     let config = Config::from_str_at(text, Path::new("/")).unwrap();
+    assert_eq!(config.push.max_registrations, 100);
+    assert!(config.push.include_sender);
     assert_eq!(config.limits.max_stanza_size, 16 * 1024 * 1024);
     assert_eq!(config.log.format, LogFormat::Json);
     assert!(config.c2s.whitespace_keepalive.is_zero());

@@ -130,6 +130,11 @@ async fn iq(server: &Arc<Server>, el: Element, to: &Jid) {
         _ if request => {
             reply_error(server, &el, StanzaCondition::ServiceUnavailable.into()).await;
         }
+        // XEP-0357: a remote app server answering a notification sent on the account's behalf
+        // (or our own bounce of it). Other answers to a bare JID have nobody waiting for them.
+        (Some(_), None) => {
+            crate::modules::push::response(server, &bare, &el);
+        }
         _ => {}
     }
 }

@@ -96,8 +96,9 @@ pub fn server_items(el: &Element) -> Result<Element, StanzaError> {
     Ok(Element::new("query", ns::DISCO_ITEMS))
 }
 
-/// disco#info of an account (XEP-0030 §3.1: identity `account/registered`).
-pub fn account_info(el: &Element) -> Result<Element, StanzaError> {
+/// disco#info of an account (XEP-0030 §3.1: identity `account/registered`), with the features
+/// the server offers on the account's bare JID (XEP-0357 §5.1: push).
+pub fn account_info(config: &Config, el: &Element) -> Result<Element, StanzaError> {
     if node_of(el, ns::DISCO_INFO).is_some() {
         return Err(StanzaError::new(StanzaCondition::ItemNotFound));
     }
@@ -110,6 +111,9 @@ pub fn account_info(el: &Element) -> Result<Element, StanzaError> {
         .with_child(Element::new("feature", ns::DISCO_INFO).with_attr("var", ns::DISCO_INFO));
     for f in ACCOUNT_FEATURES {
         q.push_child(Element::new("feature", ns::DISCO_INFO).with_attr("var", *f));
+    }
+    if config.push.enabled {
+        q.push_child(Element::new("feature", ns::DISCO_INFO).with_attr("var", ns::PUSH));
     }
     Ok(q)
 }

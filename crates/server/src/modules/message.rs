@@ -213,7 +213,7 @@ async fn route_local(
     match undelivered {
         Some(el) if !delivered => match ty {
             MessageType::Normal | MessageType::Chat => match archived {
-                Some(id) => Box::pin(link_offline(server, bare, &id)).await,
+                Some(id) => Box::pin(link_offline(server, bare, &id, &el)).await,
                 None => Box::pin(store_offline(server, bare, el)).await,
             },
             // Headlines are not stored; errors to someone offline are dropped.
@@ -225,19 +225,22 @@ async fn route_local(
 
 /// Queues the archived message `id` for `bare`, who has no session to take it: stored once, in
 /// the archive, and durable when this returns `Ok`.
-async fn link_offline(server: &Arc<Server>, bare: &str, id: &str) -> Result<(), StanzaError> {
+async fn link_offline(
+    server: &Arc<Server>,
+    bare: &str,
+    id: &str,
+    el: &Element,
+) -> Result<(), StanzaError> {
     let max = server.config.limits.max_offline_per_account;
-    offline_stored(
-        server,
-        bare,
-        server.storage.link_offline(bare, id, max).await,
-    )
+    let r = server.storage.link_offline(bare, id, max).await;
+    offline_stored(server, bare, el, r)
 }
 
 /// Maps the result of storing an offline message, and notes the account as holding some.
 fn offline_stored(
     server: &Arc<Server>,
     bare: &str,
+    el: &Element,
     r: Result<(), StorageError>,
 ) -> Result<(), StanzaError> {
     match r {
@@ -245,6 +248,8 @@ fn offline_stored(
             // After the insert is committed (see deliver_offline).
             let mut n = server.offline_hints.entry(bare.to_owned()).or_insert(0);
             *n = n.wrapping_add(1);
+            // XEP-0357: wake the account's phones (never waits; see push::notify).
+            crate::modules::push::notify(server, bare, el);
             Ok(())
         }
         Err(StorageError::QuotaExceeded) => {
@@ -285,7 +290,7 @@ pub async fn store_offline(
     let xml = el.to_xml(ns::CLIENT);
     let max = server.config.limits.max_offline_per_account;
     let r = server.storage.push_offline(bare, &id, &xml, ms, max).await;
-    offline_stored(server, bare, r)
+    offline_stored(server, bare, &el, r)
 }
 
 /// A message that was queued for a session that ended before writing it: deliver it to the

@@ -17,6 +17,8 @@ pub mod message;
 pub mod ping_time_version;
 /// RFC 6121 presence: broadcast, probes, directed presence, subscriptions.
 pub mod presence;
+/// XEP-0357: Push Notifications.
+pub mod push;
 /// XEP-0077: In-Band Registration (and password change).
 pub mod register;
 /// RFC 6121 roster management and the subscription state machine.
@@ -137,7 +139,7 @@ pub async fn iq_from_client(ctx: &mut Ctx<'_>, el: Element, to: Option<Jid>) {
         Target::OwnAccount => {
             if request {
                 account_iq(ctx, el, true).await;
-            } else {
+            } else if !push::response(ctx.server, ctx.bare(), &el) {
                 iq_response_to_server(ctx, &el);
             }
         }
@@ -150,6 +152,9 @@ pub async fn iq_from_client(ctx: &mut Ctx<'_>, el: Element, to: Option<Jid>) {
         }
         Target::LocalBare(bare) => {
             if !request {
+                // XEP-0357: a local app server answering a notification sent on `bare`'s
+                // behalf. Other answers to a bare JID have nobody waiting for them.
+                push::response(ctx.server, &bare, &el);
                 return;
             }
             if blocking::blocks(ctx.server, &bare, ctx.full()).await {
@@ -220,13 +225,18 @@ async fn account_iq(ctx: &mut Ctx<'_>, el: Element, _own: bool) {
         // XEP-0191: blocklist get, block, unblock.
         (ns::BLOCKING, _, _) => blocking::handle_iq(ctx, el).await,
         // XEP-0030 for the account itself.
-        (ns::DISCO_INFO, "query", "get") => ctx.answer(&el, disco::account_info(&el).map(Some)),
+        (ns::DISCO_INFO, "query", "get") => {
+            let info = disco::account_info(&ctx.server.config, &el);
+            ctx.answer(&el, info.map(Some));
+        }
         (ns::DISCO_ITEMS, "query", "get") => ctx.answer(&el, Ok(Some(disco::account_items()))),
         // XEP-0280: carbons for this session.
         (ns::CARBONS, "enable", _) => carbons::handle_iq(ctx, &el, true),
         (ns::CARBONS, "disable", _) => carbons::handle_iq(ctx, &el, false),
         // XEP-0313: archive queries, preferences and metadata.
         (ns::MAM, _, _) => Box::pin(mam::handle_iq(ctx, el)).await,
+        // XEP-0357: push notification registrations.
+        (ns::PUSH, _, _) => push::handle_iq(ctx, &el).await,
         // XEP-0199: some clients ping their own bare JID.
         (ns::PING, "ping", "get") => ctx.to_self.push(iq_result(&el, None)),
         // XEP-0077: password change and account removal (no `to` or the own account).
@@ -255,7 +265,7 @@ pub async fn public_account_query(
     let ty = el.attr("type").unwrap_or("");
     match payload(el).map(|p| (p.ns(), p.name(), ty)) {
         Some((ns::DISCO_INFO, "query", "get")) if disco::account_exists(server, bare).await => {
-            disco::account_info(el).map(Some)
+            disco::account_info(&server.config, el).map(Some)
         }
         _ => Err(StanzaError::new(StanzaCondition::ServiceUnavailable)),
     }

@@ -89,6 +89,18 @@ pub struct OfflineMessage {
     pub stamp_unix_ms: i64,
 }
 
+/// One XEP-0357 push registration: where to publish notifications for one of the account's
+/// devices.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PushRegistration {
+    /// The app server's JID (the "XMPP Push Service"), normalised.
+    pub service: String,
+    /// The node the app server provisioned.
+    pub node: String,
+    /// The serialised XEP-0004 publish-options form to send with every publish, if any.
+    pub options: Option<String>,
+}
+
 /// Accounts and their SCRAM credentials. JIDs are bare and already normalised by the caller.
 pub trait AccountStore {
     /// Creates an account with its credentials. `Err(StorageError::Conflict)` if it exists. If two
@@ -112,8 +124,8 @@ pub trait AccountStore {
         jid: &str,
         creds: &[ScramRecord],
     ) -> impl Future<Output = Result<(), StorageError>> + Send;
-    /// Deletes the account and everything it owns (roster, offline messages, blocklist) in one
-    /// transaction. `Ok(false)` if absent.
+    /// Deletes the account and everything it owns (roster, offline messages, blocklist, push
+    /// registrations) in one transaction. `Ok(false)` if absent.
     fn delete_account(&self, jid: &str) -> impl Future<Output = Result<bool, StorageError>> + Send;
     /// Sorted bare JIDs; `domain` `None` = all.
     fn list_accounts(
@@ -226,6 +238,33 @@ pub trait BlocklistStore {
         owner: &str,
         candidate: &str,
     ) -> impl Future<Output = Result<bool, StorageError>> + Send;
+}
+
+/// XEP-0357 push registrations, keyed by (owner, service, node).
+pub trait PushStore {
+    /// The account's registrations, most recently enabled first.
+    fn push_registrations(
+        &self,
+        owner: &str,
+    ) -> impl Future<Output = Result<Vec<PushRegistration>, StorageError>> + Send;
+    /// Adds the registration, or replaces the options of the same (service, node) (XEP-0357 §5:
+    /// the last request wins), in one transaction that then keeps only the `max_per_account`
+    /// most recently enabled registrations. Returns how many older ones were removed to make
+    /// room. `Err(NotFound)` without an account.
+    fn enable_push(
+        &self,
+        owner: &str,
+        reg: &PushRegistration,
+        max_per_account: u32,
+    ) -> impl Future<Output = Result<u64, StorageError>> + Send;
+    /// Removes the registration for (service, node), or every registration for `service` when
+    /// `node` is `None` (XEP-0357 §6). Returns how many were removed.
+    fn disable_push(
+        &self,
+        owner: &str,
+        service: &str,
+        node: Option<&str>,
+    ) -> impl Future<Output = Result<u64, StorageError>> + Send;
 }
 
 /// The backend behind [`Storage`]. Private so that adding PostgreSQL changes no caller.
@@ -446,6 +485,34 @@ impl OfflineStore for Storage {
     async fn offline_owners(&self) -> Result<Vec<String>, StorageError> {
         match &self.pool {
             Pool::Sqlite(db) => db.offline_owners().await,
+        }
+    }
+}
+
+impl PushStore for Storage {
+    async fn push_registrations(&self, owner: &str) -> Result<Vec<PushRegistration>, StorageError> {
+        match &self.pool {
+            Pool::Sqlite(db) => db.push_registrations(owner).await,
+        }
+    }
+    async fn enable_push(
+        &self,
+        owner: &str,
+        reg: &PushRegistration,
+        max_per_account: u32,
+    ) -> Result<u64, StorageError> {
+        match &self.pool {
+            Pool::Sqlite(db) => db.enable_push(owner, reg, max_per_account).await,
+        }
+    }
+    async fn disable_push(
+        &self,
+        owner: &str,
+        service: &str,
+        node: Option<&str>,
+    ) -> Result<u64, StorageError> {
+        match &self.pool {
+            Pool::Sqlite(db) => db.disable_push(owner, service, node).await,
         }
     }
 }

@@ -161,6 +161,7 @@ impl Sqlite {
             "DELETE FROM archive_pref_jids WHERE owner = ?1",
             "DELETE FROM archive_prefs WHERE owner = ?1",
             "DELETE FROM blocklist_items WHERE owner = ?1",
+            "DELETE FROM push_registrations WHERE owner = ?1",
             "DELETE FROM scram_credentials WHERE owner = ?1",
         ] {
             sqlx::query(sql)

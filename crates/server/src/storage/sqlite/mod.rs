@@ -12,6 +12,7 @@ mod archive;
 mod blocklist;
 mod keys;
 mod offline;
+mod push;
 mod roster;
 
 pub(crate) use offline::OfflineBody;
@@ -52,6 +53,13 @@ fn migrator() -> Migrator {
             Cow::Borrowed("archive"),
             MigrationType::Simple,
             include_str!("../../../migrations/sqlite/0002_archive.sql").into_sql_str(),
+            false,
+        ),
+        Migration::new(
+            3,
+            Cow::Borrowed("push"),
+            MigrationType::Simple,
+            include_str!("../../../migrations/sqlite/0003_push.sql").into_sql_str(),
             false,
         ),
     ])
