@@ -4,6 +4,7 @@
 //! - `zorg user add|del|passwd|list` manages accounts in the server's database;
 //! - `zorg config check FILE` reports every problem in a config file;
 //! - `zorg ca init|issue|revoke|crl|list` is the auditor's certificate authority (docs/ca.md);
+//! - `zorg keys status|rotate|generate` manages the keys that encrypt stored messages;
 //! - `zorg --version`.
 //!
 //! Each command's errors are written for the operator who typed it: what went wrong and what to
@@ -13,6 +14,7 @@
 
 mod ca;
 mod check;
+mod keys;
 mod serve;
 mod settings;
 mod user;
@@ -58,6 +60,9 @@ enum Command {
     /// certificates, publish CRLs (docs/ca.md).
     #[command(subcommand)]
     Ca(ca::CaCommand),
+    /// The keys that encrypt stored messages: status, rotation, a new key file.
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
 }
 
 /// The `--config FILE` option shared by the commands that need a configuration.
@@ -88,6 +93,7 @@ fn main() -> ExitCode {
         Command::User(cmd) => user::run(cmd),
         Command::Config(ConfigCommand::Check { file }) => check::run(&file),
         Command::Ca(cmd) => ca::run(cmd),
+        Command::Keys(cmd) => keys::run(cmd),
     };
     match result {
         Ok(code) => code,

@@ -32,7 +32,8 @@ pub enum UserCommand {
         #[command(flatten)]
         password: PasswordSource,
     },
-    /// Delete an account with its roster, offline messages and blocklist. Asks nothing.
+    /// Delete an account with everything it owns: roster, offline messages, message archive,
+    /// archiving preferences, push registrations and blocklist. Asks nothing.
     #[command(visible_alias = "delete")]
     Del {
         /// The account and the configuration.

@@ -405,3 +405,105 @@ fn serve_reports_a_start_error_and_exits_1() {
     assert!(err.contains("cannot start the server"), "{err}");
     assert!(err.contains("data"), "{err}");
 }
+
+#[test]
+fn keys_status_rotate_and_generate() {
+    let dir = TempDir::new("keys");
+    let cfg = dir.config("");
+    let cfg = cfg.to_str().unwrap();
+    let out = zorg(dir.path(), &["keys", "status", "--config", cfg], "");
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("no database"), "{}", stderr(&out));
+    let out = zorg(
+        dir.path(),
+        &[
+            "user",
+            "add",
+            "alice@localhost",
+            "--password-stdin",
+            "--config",
+            cfg,
+        ],
+        "secret-pass\n",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    // First use of a database without a configured key: the key file is made beside it.
+    let out = zorg(dir.path(), &["keys", "status", "--config", cfg], "");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("fingerprint"), "{text}");
+    assert!(text.contains("data/zorg.key"), "{text}");
+    assert!(text.contains("   1  active"), "{text}");
+    let key_file = dir.path().join("data/zorg.key");
+    let key_text = std::fs::read_to_string(&key_file).unwrap();
+    let hex = key_text.lines().find(|l| !l.starts_with('#')).unwrap();
+    assert!(!text.contains(hex), "the key itself is never printed");
+
+    let out = zorg(
+        dir.path(),
+        &["keys", "rotate", "--now", "--config", cfg],
+        "",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("data key 2 is now active"),
+        "{}",
+        stdout(&out)
+    );
+    let text = stdout(&zorg(dir.path(), &["keys", "status", "--config", cfg], ""));
+    assert!(text.contains("   2  active"), "{text}");
+    assert!(
+        !text.contains("   1  "),
+        "the unused old key is deleted: {text}"
+    );
+
+    // A database whose key file went missing does not get a new key silently.
+    std::fs::rename(&key_file, dir.path().join("moved.key")).unwrap();
+    let out = zorg(dir.path(), &["keys", "status", "--config", cfg], "");
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("missing"), "{}", stderr(&out));
+    assert!(!key_file.exists());
+    // The wrong key is named as such.
+    let other = dir.path().join("other.key");
+    let out = zorg(
+        dir.path(),
+        &["keys", "generate", other.to_str().unwrap()],
+        "",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&other).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let out = zorg(
+        dir.path(),
+        &["keys", "generate", other.to_str().unwrap()],
+        "",
+    );
+    assert!(
+        !out.status.success(),
+        "an existing key file is never overwritten"
+    );
+    let cfg2 = dir.config(&format!("[storage]\nkey_file = \"{}\"\n", other.display()));
+    let out = zorg(
+        dir.path(),
+        &["keys", "status", "--config", cfg2.to_str().unwrap()],
+        "",
+    );
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("not the one this database was written with"),
+        "{}",
+        stderr(&out)
+    );
+    // With the right key from an environment variable, it opens.
+    let cfg3 = dir.config("[storage]\nkey_env = \"ZORG_TEST_KEK\"\n");
+    let out = Command::new(ZORG)
+        .args(["keys", "status", "--config", cfg3.to_str().unwrap()])
+        .env("ZORG_TEST_KEK", hex)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+}

@@ -323,8 +323,11 @@ fn schema() -> Option<toml::Table> {
     for d in &mut sample.domains {
         d.certificate = Some("certificate".into());
         d.key = Some("key".into());
+        d.archive_expiry = Some(super::DurationStr::from_secs(0));
     }
     sample.federation.dnssec_trust_anchors = Some("anchors".into());
+    sample.storage.key_file = Some("key_file".into());
+    sample.storage.key_env = Some("key_env".into());
     let toml::Value::Table(mut schema) = toml::Value::try_from(&sample).ok()? else {
         return None;
     };
