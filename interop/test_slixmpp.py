@@ -432,6 +432,38 @@ def test_offline_message_is_delivered_at_next_login():
     run(scenario())
 
 
+def test_message_archive_query_with_paging():
+    """XEP-0313 with slixmpp's own plugin: leo sends kate 12 messages; kate pages through her
+    archive 5 at a time (XEP-0059) and finds each once, in order, under the stanza-id she was
+    given on delivery."""
+    async def scenario():
+        kate = Client("kate", resource="archive")
+        kate.register_plugin('xep_0313')
+        leo = Client("leo", resource="archive")
+        for c in (kate, leo):
+            await c.login()
+        token = f"mam-{time.time_ns()}"
+        delivered = []
+        for i in range(12):
+            leo.send_message(mto=kate.boundjid, mbody=f"{token} {i}", mtype="chat")
+            msg = await kate.next_message(leo.boundjid.bare)
+            sid = msg.xml.find("{urn:xmpp:sid:0}stanza-id")
+            assert sid is not None and sid.get("by") == kate.boundjid.bare, msg
+            delivered.append((sid.get("id"), msg['body']))
+        # A round trip, so the last archive write is committed before the query.
+        await kate.plugin['xep_0199'].ping(jid=DOMAIN, timeout=TIMEOUT)
+        archived = []
+        async for m in kate.plugin['xep_0313'].iterate(
+                with_jid=slixmpp.JID(leo.boundjid.bare), rsm={'max': 5}):
+            inner = m['mam_result']['forwarded']['stanza']
+            if inner['body'].startswith(token):
+                archived.append((m['mam_result']['id'], inner['body']))
+        assert archived == delivered
+        for c in (leo, kate):
+            await c.logout()
+    run(scenario())
+
+
 @pytest.mark.parametrize("direct_tls", [False, True], ids=["starttls", "direct-tls"])
 def test_go_sendxmpp_message_reaches_slixmpp(direct_tls):
     """A Debian console client (go-sendxmpp: SASL PLAIN, over STARTTLS or direct TLS) sends to
