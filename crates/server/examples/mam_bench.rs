@@ -40,8 +40,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .min(1_000_000);
     let dir = std::env::temp_dir().join(format!("zorg-mam-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    let mut config = Config::default();
-    config.data_dir = dir.clone();
+    let config = Config {
+        data_dir: dir.clone(),
+        ..Default::default()
+    };
     let db = zorg_server::server::open_storage(&config).await?;
     db.create_account(OWNER, &[]).await?;
     let start = Instant::now();
@@ -83,9 +85,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mid = ids[n / 2].clone();
     let shapes: Vec<(&str, ArchiveQuery)> = vec![
         ("first page (oldest 50)", query(Page::Forward(None))),
-        ("last page (newest 50, <before/>)", query(Page::Backward(None))),
-        ("page after an id in the middle", query(Page::Forward(Some(mid.clone())))),
-        ("page before an id in the middle", query(Page::Backward(Some(mid)))),
+        (
+            "last page (newest 50, <before/>)",
+            query(Page::Backward(None)),
+        ),
+        (
+            "page after an id in the middle",
+            query(Page::Forward(Some(mid.clone()))),
+        ),
+        (
+            "page before an id in the middle",
+            query(Page::Backward(Some(mid))),
+        ),
         ("with one contact, newest page", {
             let mut q = query(Page::Backward(None));
             q.with = Some(("contact3@bench.test".into(), None));
@@ -112,7 +123,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
             times.push(t.elapsed());
             assert_eq!(parsed, 50);
-            assert_eq!(page.count as usize, if q.with.is_some() { n / 10 } else if q.start.is_some() { n / 4 + 1 } else { n });
+            assert_eq!(
+                page.count as usize,
+                if q.with.is_some() {
+                    n / 10
+                } else if q.start.is_some() {
+                    n / 4 + 1
+                } else {
+                    n
+                }
+            );
         }
         times.sort();
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
@@ -126,7 +146,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             "{{\"query\":\"{name}\",\"median_ms\":{p50:.2},\"p95_ms\":{p95:.2},\"max_ms\":{max:.2}}}"
         ));
     }
-    println!("{{\"messages\":{n},\"page\":50,\"runs\":{RUNS},\"results\":[{}]}}", json.join(","));
+    println!(
+        "{{\"messages\":{n},\"page\":50,\"runs\":{RUNS},\"results\":[{}]}}",
+        json.join(",")
+    );
     db.close().await;
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())

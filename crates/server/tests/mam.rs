@@ -616,8 +616,10 @@ async fn a_key_rotated_by_another_process_is_picked_up_and_old_records_re_encryp
     }
     t.server().storage.flush_archive().await;
     // `zorg keys rotate` from another process: its own handle on the same database.
-    let mut config = zorg_server::config::Config::default();
-    config.data_dir = t.dir.clone();
+    let config = zorg_server::config::Config {
+        data_dir: t.dir.clone(),
+        ..Default::default()
+    };
     let other = zorg_server::server::open_storage(&config).await.unwrap();
     assert_eq!(other.rotate_data_key().await.unwrap(), 2);
     other.close().await;

@@ -54,8 +54,11 @@ pub struct Retraction {
     /// The id the retraction refers to: the original's origin-id or `id` attribute.
     pub target: String,
     /// Builds the tombstone from the original stanza; `None` leaves the entry as it is.
-    pub tombstone: Box<dyn Fn(&str) -> Option<String> + Send + Sync>,
+    pub tombstone: Tombstone,
 }
+
+/// Turns an archived stanza into its tombstone; `None` leaves it as it is.
+pub type Tombstone = Box<dyn Fn(&str) -> Option<String> + Send + Sync>;
 
 impl std::fmt::Debug for Retraction {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
