@@ -18,16 +18,7 @@ const OWNER: &str = "alice@bench.test";
 const RUNS: usize = 200;
 
 fn query(page: Page) -> ArchiveQuery {
-    ArchiveQuery {
-        with: None,
-        start: None,
-        end: None,
-        after_id: None,
-        before_id: None,
-        ids: Vec::new(),
-        page,
-        max: 50,
-    }
+    ArchiveQuery::new(page, 50)
 }
 
 #[tokio::main]

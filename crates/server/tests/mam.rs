@@ -459,16 +459,10 @@ async fn the_database_holds_no_plaintext_body_and_deleting_the_account_removes_i
         1
     );
     // `zorg user del` (delete_account): alice's archive and offline messages go; bob's stay.
-    let all = zorg_server::storage::archive::ArchiveQuery {
-        with: None,
-        start: None,
-        end: None,
-        after_id: None,
-        before_id: None,
-        ids: vec![],
-        page: zorg_server::storage::archive::Page::Forward(None),
-        max: 10,
-    };
+    let all = zorg_server::storage::archive::ArchiveQuery::new(
+        zorg_server::storage::archive::Page::Forward(None),
+        10,
+    );
     assert_eq!(
         storage
             .query_archive("alice@localhost", &all)
@@ -565,16 +559,7 @@ async fn expired_messages_are_deleted_per_domain_by_the_background_task() {
         db.close().await;
     }
     let t = TestServer::start_config(c, dir).await;
-    let all = ArchiveQuery {
-        with: None,
-        start: None,
-        end: None,
-        after_id: None,
-        before_id: None,
-        ids: vec![],
-        page: Page::Forward(None),
-        max: 10,
-    };
+    let all = ArchiveQuery::new(Page::Forward(None), 10);
     let ids = |owner: &'static str| {
         let storage = t.server().storage.clone();
         let all = all.clone();

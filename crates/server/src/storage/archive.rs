@@ -129,6 +129,22 @@ pub struct ArchiveQuery {
     pub max: u32,
 }
 
+impl ArchiveQuery {
+    /// Everything, one page of `max` from where `page` says: no filters.
+    pub fn new(page: Page, max: u32) -> ArchiveQuery {
+        ArchiveQuery {
+            with: None,
+            start: None,
+            end: None,
+            after_id: None,
+            before_id: None,
+            ids: Vec::new(),
+            page,
+            max,
+        }
+    }
+}
+
 /// One archived message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Archived {

@@ -58,16 +58,7 @@ pub fn parse(q: &Element) -> Result<Query, StanzaError> {
         .attr("queryid")
         .map(|s| short(s.to_owned(), "queryid"))
         .transpose()?;
-    let mut archive = ArchiveQuery {
-        with: None,
-        start: None,
-        end: None,
-        after_id: None,
-        before_id: None,
-        ids: Vec::new(),
-        page: Page::Forward(None),
-        max: DEFAULT_MAX,
-    };
+    let mut archive = ArchiveQuery::new(Page::Forward(None), DEFAULT_MAX);
     let mut flip = false;
     for child in q.children() {
         match (child.ns(), child.name()) {
