@@ -7,6 +7,8 @@
 pub mod blocking;
 /// XEP-0280: Message Carbons.
 pub mod carbons;
+/// XEP-0352: Client State Indication.
+pub mod csi;
 /// XEP-0030 Service Discovery and XEP-0115 Entity Capabilities for the server and accounts.
 pub mod disco;
 /// RFC 6121 messages, XEP-0160 offline storage, XEP-0359 stanza ids.
