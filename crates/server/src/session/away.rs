@@ -75,7 +75,10 @@ impl Live {
         };
         if !req.stream.is::<XmlStream<S>>() {
             // Another transport (a WebSocket taking over a TCP session, say): not supported.
-            req.refuse(sm::failed(StanzaCondition::FeatureNotImplemented, Some(m.inbound)));
+            req.refuse(sm::failed(
+                StanzaCondition::FeatureNotImplemented,
+                Some(m.inbound),
+            ));
             return None;
         }
         if let Some(h) = req.h

@@ -50,7 +50,11 @@ pub(super) async fn next_resume(
 }
 
 impl Live {
-    pub(super) fn new(server: Arc<Server>, sess: SessionData, rx: mpsc::Receiver<Outbound>) -> Live {
+    pub(super) fn new(
+        server: Arc<Server>,
+        sess: SessionData,
+        rx: mpsc::Receiver<Outbound>,
+    ) -> Live {
         let shutdown = server.shutdown.clone();
         Live {
             server,
@@ -353,7 +357,11 @@ impl Live {
     }
 
     /// Like [`Live::emit_owned`] for a stanza routed to the session (already boxed).
-    pub(super) fn emit<S>(&mut self, s: Option<&mut XmlStream<S>>, el: Box<Element>) -> Option<End<S>>
+    pub(super) fn emit<S>(
+        &mut self,
+        s: Option<&mut XmlStream<S>>,
+        el: Box<Element>,
+    ) -> Option<End<S>>
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {

@@ -332,7 +332,10 @@ mod tests {
         }
         assert!(sm.should_request(now));
         sm.mark_requested(now);
-        assert!(!sm.should_request(now + REQUEST_AFTER * 10), "one at a time");
+        assert!(
+            !sm.should_request(now + REQUEST_AFTER * 10),
+            "one at a time"
+        );
         sm.ack(5).unwrap();
         sm.answered();
         assert_eq!(sm.request_due(), None);
