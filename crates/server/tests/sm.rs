@@ -256,7 +256,16 @@ async fn resume_after_a_dropped_connection_delivers_everything_once() {
     // Meanwhile bob and the desk keep writing to the phone; nobody is told it went away.
     bob.send(&chat("alice@localhost/phone", "m4")).await;
     desk.send(&chat("alice@localhost/phone", "d1")).await;
+    routed(&mut desk).await;
     bob.send(&chat("alice@localhost/phone", "m5")).await;
+    // Presence updates wait (only the latest per sender) instead of filling the queue.
+    for status in ["a", "b"] {
+        bob.send(&format!(
+            "<presence to='alice@localhost/phone'><status>{status}</status></presence>"
+        ))
+        .await;
+    }
+    routed(&mut bob).await;
     desk.expect_silence(200).await;
 
     // A new connection resumes with the count the phone had reached.
@@ -284,6 +293,9 @@ async fn resume_after_a_dropped_connection_delivers_everything_once() {
         got[0].has_child("delay", ns::DELAY),
         "a retransmission is stamped"
     );
+    let p = phone.next().await;
+    assert_eq!(p.name(), "presence", "{}", p.to_xml(""));
+    assert_eq!(p.get_child("status", ns::CLIENT).unwrap().text(), "b");
     phone.expect("an ack request", is_sm("r")).await;
     let h = phone.handled;
     phone

@@ -29,6 +29,12 @@ impl Live {
         let timeout = self.sm.as_ref().map(|m| m.resume_timeout)?;
         let handle = self.sess.handle.clone();
         handle.state.set_hibernating(true);
+        // Nobody reads presence updates now: hold and squash them as XEP-0352 does for an
+        // inactive client, so that a large roster does not fill the queue while away.
+        if self.csi.as_ref().is_none_or(|c| !c.inactive) {
+            self.csi.get_or_insert_default().inactive = true;
+            self.csi_while_away = true;
+        }
         tracing::info!(session = %handle.full, secs = timeout.as_secs(), "connection lost; the session waits for a resume");
         let deadline = Instant::now() + timeout;
         let mut shutdown = self.server.shutdown.clone();
@@ -121,7 +127,18 @@ impl Live {
             s.queue(el);
             n += 1;
         }
-        if n > 0 {
+        // Then what was held back while away, unless the client itself said it is inactive.
+        if std::mem::take(&mut self.csi_while_away) {
+            let held = self.csi.take().map(|mut c| c.take()).unwrap_or_default();
+            for el in held {
+                // Bounded by the CSI buffer; the queue's own bound is checked on the next write.
+                let _ = self.write(Some(&mut *s), el);
+                n += 1;
+            }
+        }
+        if n > 0
+            && let Some(m) = self.sm.as_mut()
+        {
             s.queue_raw(sm::REQUEST);
             m.mark_requested(Instant::now());
         }

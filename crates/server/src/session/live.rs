@@ -33,6 +33,8 @@ pub(super) struct Live {
     pub(super) resume_pending: bool,
     /// XEP-0352 state, once the client sent `<inactive/>`.
     pub(super) csi: Option<Box<Csi>>,
+    /// `csi` was made inactive by the server for a hibernation, not by the client.
+    pub(super) csi_while_away: bool,
     /// Stanzas for this session's own client from the handlers.
     to_self: Vec<Element>,
     after: Vec<AfterFlush>,
@@ -64,6 +66,7 @@ impl Live {
             resume_rx: None,
             resume_pending: false,
             csi: None,
+            csi_while_away: false,
             to_self: Vec::new(),
             after: Vec::new(),
             shutdown,
@@ -94,7 +97,9 @@ impl Live {
         // stanza).
         let mut last_activity = Instant::now();
         let mut released = false;
-        let far = || Instant::now() + std::time::Duration::from_secs(86_400 * 365);
+        // Stands in for "never" in timers that are off (a disabled branch still builds its
+        // future).
+        let far = Instant::now() + std::time::Duration::from_secs(86_400 * 365);
         loop {
             let idle_at = match &self.sess.pending_ping {
                 Some((_, sent)) => *sent + ping_timeout,
@@ -157,8 +162,8 @@ impl Live {
                     s.queue_raw(b" ");
                 },
                 // The request itself is written below.
-                _ = tokio::time::sleep_until(request_at.unwrap_or_else(far)), if request_at.is_some() => {},
-                _ = tokio::time::sleep_until(ack_deadline.unwrap_or_else(far)), if ack_deadline.is_some() => {
+                _ = tokio::time::sleep_until(request_at.unwrap_or(far)), if request_at.is_some() => {},
+                _ = tokio::time::sleep_until(ack_deadline.unwrap_or(far)), if ack_deadline.is_some() => {
                     tracing::debug!(session = %self.sess.handle.full, "no answer to an ack request; the connection is considered gone");
                     end = Some(End::Gone);
                 },
@@ -384,7 +389,7 @@ impl Live {
     }
 
     /// Writes a stanza (when connected) and keeps it until acknowledged (with SM).
-    fn write<S>(&mut self, s: Option<&mut XmlStream<S>>, el: Box<Element>) -> Option<End<S>>
+    pub(super) fn write<S>(&mut self, s: Option<&mut XmlStream<S>>, el: Box<Element>) -> Option<End<S>>
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
