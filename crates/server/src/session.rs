@@ -4,6 +4,10 @@
 //! A stanza's walk from the client: framing → [`Session::inbound`] (checks, stamps `from`) →
 //! the handler for its kind in `crate::modules` → router / storage → replies queued for the
 //! client → one flush.
+//!
+//! The loop of one connection is in `live.rs`, with the way out through XEP-0352 (CSI) and
+//! XEP-0198 (SM) counting; a session without a connection (hibernating for a resume, or
+//! ending) is in `away.rs`.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -23,6 +27,9 @@ use crate::stream::io::XmlStream;
 mod away;
 mod live;
 use live::Live;
+
+/// How long the stream error to a connection replaced by a resumption may take.
+const CLOSE_OLD: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Quiet time after which a session's buffers are freed.
 const RELEASE_AFTER: std::time::Duration = std::time::Duration::from_secs(5);
@@ -169,12 +176,11 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
         }
         match live.connected(&mut s).await {
             End::Resumed(new) => {
-                // The client noticed the break before the server did: the old stream goes.
-                s.fail(
-                    &StreamError::new(StreamCondition::Conflict)
-                        .with_text("this session was resumed on another connection"),
-                )
-                .await;
+                // The client noticed the break before the server did: the old stream goes. It
+                // is probably dead, so the goodbye may not hold up the resumed session.
+                let err = StreamError::new(StreamCondition::Conflict)
+                    .with_text("this session was resumed on another connection");
+                let _ = tokio::time::timeout(CLOSE_OLD, s.fail(&err)).await;
                 conn = Some(new);
             }
             End::Gone if live.resumable() => {}

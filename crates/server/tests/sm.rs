@@ -470,3 +470,24 @@ async fn too_many_unacknowledged_stanzas_close_the_session_and_nothing_is_lost()
     assert_eq!(bodies, want);
     t.stop().await;
 }
+
+#[tokio::test]
+async fn an_unanswered_ack_request_counts_as_a_dead_connection() {
+    let t = TestServer::start_with(|c| {
+        c.c2s.ping_timeout = zorg_server::config::DurationStr::from_secs(1);
+    })
+    .await;
+    users(&t).await;
+    let (mut phone, id) = phone(&t, "resume='true'").await;
+    let mut bob = t.login("bob", "pc").await;
+    bob.send(&chat("alice@localhost/phone", "m1")).await;
+    phone.expect("m1", is_message).await;
+    // The phone sits in a dead spot: it reads the request but cannot answer.
+    phone.expect("an ack request", is_sm("r")).await;
+    wait_until("hibernation", || hibernating(&t, "phone")).await;
+    let (mut phone, r) = resume(&t, "alice", &id, 0).await;
+    assert!(r.is("resumed", ns::SM), "{}", r.to_xml(""));
+    let got = messages(&mut phone, 1).await;
+    assert_eq!(body(&got[0]), "m1", "sent again: it was never acknowledged");
+    t.stop().await;
+}

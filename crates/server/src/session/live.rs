@@ -106,14 +106,13 @@ impl Live {
                 None => s.last_read + idle,
             };
             let keepalive_at = s.last_write + keepalive;
-            // XEP-0198: a request due by time, and an unanswered request that says the
-            // connection is dead (mobile networks drop connections without a word).
-            let request_at = self.sm.as_ref().and_then(|m| m.request_due());
-            let ack_deadline = self
-                .sm
-                .as_ref()
-                .and_then(|m| m.requested)
-                .map(|t| t + ping_timeout);
+            // XEP-0198: an unanswered request that says the connection is dead (mobile
+            // networks drop connections without a word), or else a request due by time. One
+            // timer for both: an idle session holds every timer of this loop.
+            let sm_at = self.sm.as_ref().and_then(|m| match m.requested {
+                Some(t) => Some(t + ping_timeout),
+                None => m.request_due(),
+            });
             let mut end = None;
             tokio::select! {
                 out = self.rx.recv() => match out {
@@ -161,11 +160,12 @@ impl Live {
                 _ = tokio::time::sleep_until(keepalive_at), if !keepalive.is_zero() => {
                     s.queue_raw(b" ");
                 },
-                // The request itself is written below.
-                _ = tokio::time::sleep_until(request_at.unwrap_or(far)), if request_at.is_some() => {},
-                _ = tokio::time::sleep_until(ack_deadline.unwrap_or(far)), if ack_deadline.is_some() => {
-                    tracing::debug!(session = %self.sess.handle.full, "no answer to an ack request; the connection is considered gone");
-                    end = Some(End::Gone);
+                _ = tokio::time::sleep_until(sm_at.unwrap_or(far)), if sm_at.is_some() => {
+                    if self.sm.as_ref().is_some_and(|m| m.requested.is_some()) {
+                        tracing::debug!(session = %self.sess.handle.full, "no answer to an ack request; the connection is considered gone");
+                        end = Some(End::Gone);
+                    }
+                    // Otherwise a request is due: it is written below.
                 },
                 req = next_resume(&mut self.resume_rx) => {
                     if let Some(new) = req.and_then(|r| self.take::<S>(r)) {
@@ -389,7 +389,11 @@ impl Live {
     }
 
     /// Writes a stanza (when connected) and keeps it until acknowledged (with SM).
-    pub(super) fn write<S>(&mut self, s: Option<&mut XmlStream<S>>, el: Box<Element>) -> Option<End<S>>
+    pub(super) fn write<S>(
+        &mut self,
+        s: Option<&mut XmlStream<S>>,
+        el: Box<Element>,
+    ) -> Option<End<S>>
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
