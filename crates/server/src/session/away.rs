@@ -42,12 +42,13 @@ impl Live {
             tokio::select! {
                 out = self.rx.recv() => match out {
                     Some(Outbound::Stanza(el)) => {
-                        let wake = el.name() == "message" && !csi::can_hold(&el);
+                        // Chat states and presence can wait; a real message may need to wake
+                        // the device (XEP-0357, with the message at hand).
+                        if el.name() == "message" && !csi::can_hold(&el) {
+                            sm::hibernating_message(&self.server, &handle.bare);
+                        }
                         if self.emit::<S>(None, el).is_some() {
                             break None;
-                        }
-                        if wake {
-                            sm::hibernating_message(&self.server, &handle.bare);
                         }
                     }
                     // Replaced by a new session with the same resource, or shutdown.
