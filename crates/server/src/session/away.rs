@@ -37,33 +37,39 @@ impl Live {
         }
         tracing::info!(session = %handle.full, secs = timeout.as_secs(), "connection lost; the session waits for a resume");
         let deadline = Instant::now() + timeout;
+        // The connection may have broken just as the server began to stop.
         let mut shutdown = self.server.shutdown.clone();
-        let resumed = loop {
-            tokio::select! {
-                out = self.rx.recv() => match out {
-                    Some(Outbound::Stanza(el)) => {
-                        // Chat states and presence can wait; a real message may need to wake
-                        // the device (XEP-0357, with the message at hand).
-                        if el.name() == "message" && !csi::can_hold(&el) {
-                            sm::hibernating_message(&self.server, &handle.bare);
+        let stopping = *shutdown.borrow_and_update();
+        let resumed = if stopping {
+            None
+        } else {
+            loop {
+                tokio::select! {
+                    out = self.rx.recv() => match out {
+                        Some(Outbound::Stanza(el)) => {
+                            // Chat states and presence can wait; a real message may need to wake
+                            // the device (XEP-0357, with the message at hand).
+                            if el.name() == "message" && !csi::can_hold(&el) {
+                                sm::hibernating_message(&self.server, &handle.bare);
+                            }
+                            if self.emit::<S>(None, el).is_some() {
+                                break None;
+                            }
                         }
-                        if self.emit::<S>(None, el).is_some() {
-                            break None;
+                        // Replaced by a new session with the same resource, or shutdown.
+                        Some(Outbound::Close(_)) | None => break None,
+                    },
+                    req = next_resume(&mut self.resume_rx) => {
+                        if let Some(s) = req.and_then(|r| self.take::<S>(r)) {
+                            break Some(s);
                         }
-                    }
-                    // Replaced by a new session with the same resource, or shutdown.
-                    Some(Outbound::Close(_)) | None => break None,
-                },
-                req = next_resume(&mut self.resume_rx) => {
-                    if let Some(s) = req.and_then(|r| self.take::<S>(r)) {
-                        break Some(s);
-                    }
-                },
-                _ = tokio::time::sleep_until(deadline) => {
-                    tracing::info!(session = %handle.full, "resume timeout; the session ends");
-                    break None;
-                },
-                _ = shutdown.changed() => break None,
+                    },
+                    _ = tokio::time::sleep_until(deadline) => {
+                        tracing::info!(session = %handle.full, "resume timeout; the session ends");
+                        break None;
+                    },
+                    _ = shutdown.changed() => break None,
+                }
             }
         };
         handle.state.set_hibernating(false);
