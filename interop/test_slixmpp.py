@@ -409,6 +409,57 @@ def test_message_carbons_between_two_resources():
     run(scenario())
 
 
+def test_stream_management_resumes_after_a_dropped_connection():
+    """XEP-0198 with slixmpp's own plugin: grace's phone enables stream management with
+    resumption; its TCP connection is cut without a closing tag; henry writes meanwhile; the
+    phone reconnects, resumes the same session (same full JID, no new bind) and gets the
+    message that was sent while it was away."""
+    async def scenario():
+        phone = Client("grace", resource="sm-phone")
+        phone.register_plugin('xep_0198')
+        henry = Client("henry", resource="sm-pc")
+        enabled, resumed = phone.loop.create_future(), phone.loop.create_future()
+        phone.add_event_handler("sm_enabled", lambda _: enabled.done() or enabled.set_result(1))
+        phone.add_event_handler("session_resumed",
+                                lambda _: resumed.done() or resumed.set_result(1))
+        await phone.login()
+        await henry.login()
+        await asyncio.wait_for(enabled, TIMEOUT)
+        sm = phone.plugin['xep_0198']
+        assert sm.sm_id, "the server offered resumption"
+        full, henry_bare = phone.boundjid.full, henry.boundjid.bare
+
+        henry.send_message(mto=full, mbody="before the tunnel", mtype="chat")
+        assert (await phone.next_message(henry_bare))['body'] == "before the tunnel"
+
+        # The network goes away: no </stream:stream>, no TLS close, just a reset.
+        lost = phone.loop.create_future()
+        phone.add_event_handler("disconnected", lambda _: lost.done() or lost.set_result(1),
+                                disposable=True)
+        phone.transport.abort()
+        await asyncio.wait_for(lost, TIMEOUT)
+
+        henry.send_message(mto=full, mbody="while you were in the tunnel", mtype="chat")
+        # A round trip, so that the message was routed to the waiting session.
+        await henry.plugin['xep_0199'].ping(jid=DOMAIN, timeout=TIMEOUT)
+
+        phone.connect(HOST, phone.port)
+        await asyncio.wait_for(resumed, TIMEOUT)
+        assert phone.boundjid.full == full
+        msg = await phone.next_message(henry_bare)
+        assert msg['body'] == "while you were in the tunnel"
+
+        # The resumed session carries on both ways.
+        phone.send_message(mto=henry_bare, mbody="out of the tunnel", mtype="chat")
+        msg = await henry.next_message(phone.boundjid.bare)
+        assert msg['body'] == "out of the tunnel"
+        assert msg['from'] == full
+
+        await henry.logout()
+        await phone.logout()
+    run(scenario())
+
+
 def test_offline_message_is_delivered_at_next_login():
     """XEP-0160: a message to an account with no session is stored and delivered at its next
     login, with a XEP-0203 delay and a XEP-0359 stanza-id from the server."""

@@ -99,3 +99,9 @@ pub const FALLBACK: &str = "urn:xmpp:fallback:0";
 pub const PUSH: &str = "urn:xmpp:push:0";
 /// XEP-0060 Publish-Subscribe (the publish XEP-0357 sends to app servers).
 pub const PUBSUB: &str = "http://jabber.org/protocol/pubsub";
+/// XEP-0198 Stream Management (version 3).
+pub const SM: &str = "urn:xmpp:sm:3";
+/// XEP-0352 Client State Indication.
+pub const CSI: &str = "urn:xmpp:csi:0";
+/// XEP-0085 Chat State Notifications.
+pub const CHATSTATES: &str = "http://jabber.org/protocol/chatstates";

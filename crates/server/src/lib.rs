@@ -13,6 +13,8 @@ pub mod router;
 pub mod sasl;
 pub mod server;
 pub mod session;
+/// XEP-0198: Stream Management (acknowledgements and resumption) for client sessions.
+pub mod sm;
 pub mod storage;
 pub mod stream;
 pub mod tls;

@@ -49,6 +49,9 @@ pub struct SessionState {
     presence: std::sync::Mutex<Option<Element>>,
     /// XEP-0280: gets copies of the account's other conversations.
     carbons: AtomicBool,
+    /// XEP-0198: the connection broke and the session waits for a resume; stanzas still queue
+    /// for it, but nobody reads them now.
+    hibernating: AtomicBool,
 }
 
 impl SessionState {
@@ -75,6 +78,18 @@ impl SessionState {
     /// Enables or disables Message Carbons for the session.
     pub fn set_carbons(&self, on: bool) {
         self.carbons.store(on, Ordering::Relaxed);
+    }
+
+    /// Whether the session hibernates (XEP-0198): bound, but without a connection. Code that
+    /// wants to know whether the user is reachable right now (push notifications) treats an
+    /// account whose sessions all hibernate as having no active session.
+    pub fn is_hibernating(&self) -> bool {
+        self.hibernating.load(Ordering::Relaxed)
+    }
+
+    /// Marks the session as hibernating or connected again.
+    pub fn set_hibernating(&self, on: bool) {
+        self.hibernating.store(on, Ordering::Relaxed);
     }
 
     /// Marks the session as an interested resource.
@@ -139,6 +154,8 @@ pub enum BindError {
 pub struct Router {
     accounts: DashMap<String, Vec<Arc<SessionHandle>>>,
     next_conn: AtomicU64,
+    /// XEP-0198: resumable sessions by resumption token.
+    pub resumable: crate::sm::resume::Registry,
 }
 
 impl Router {

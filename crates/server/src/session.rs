@@ -4,6 +4,10 @@
 //! A stanza's walk from the client: framing → [`Session::inbound`] (checks, stamps `from`) →
 //! the handler for its kind in `crate::modules` → router / storage → replies queued for the
 //! client → one flush.
+//!
+//! The loop of one connection is in `live.rs`, with the way out through XEP-0352 (CSI) and
+//! XEP-0198 (SM) counting; a session without a connection (hibernating for a resume, or
+//! ending) is in `away.rs`.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -13,13 +17,19 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use zorg_proto::jid::Jid;
-use zorg_proto::{Element, Frame, StanzaCondition, StanzaError, StreamCondition, StreamError, ns};
+use zorg_proto::{Element, StanzaCondition, StanzaError, StreamCondition, StreamError, ns};
 
 use crate::modules::{self, message, presence};
 use crate::router::{Outbound, SessionHandle};
 use crate::server::Server;
-use crate::storage::OfflineStore;
-use crate::stream::io::{ReadError, XmlStream};
+use crate::stream::io::XmlStream;
+
+mod away;
+mod live;
+use live::Live;
+
+/// How long the stream error to a connection replaced by a resumption may take.
+const CLOSE_OLD: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Quiet time after which a session's buffers are freed.
 const RELEASE_AFTER: std::time::Duration = std::time::Duration::from_secs(5);
@@ -109,32 +119,40 @@ impl Ctx<'_> {
     }
 }
 
-/// Why the session loop ends.
-enum End {
+/// Why a connection of the session ended.
+enum End<S> {
     /// Send this stream error, then close.
     Error(StreamError),
+    /// Send these bytes (a stream error built here, e.g. XEP-0198 `handled-count-too-high`),
+    /// then close.
+    Raw(Vec<u8>),
     /// The client closed the stream: answer with our closing tag.
     ClientClosed,
-    /// The connection is gone.
+    /// The connection is gone (or stopped answering): a resumable session hibernates.
     Gone,
+    /// A new connection resumed this session (XEP-0198) while this one was still open.
+    Resumed(Box<XmlStream<S>>),
 }
 
 /// Runs a bound session until it ends, then cleans up (unavailable presence, unbind, requeue).
 ///
 /// The stream comes boxed: an async fn keeps its arguments beside its locals, so a 1.9 KiB
 /// stream passed by value would be held twice by every session.
-pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
+///
+/// A session that enabled XEP-0198 resumption outlives its connection: when the connection
+/// breaks it hibernates (see [`crate::sm::resume`]) and may continue on a new one.
+pub async fn run<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     server: Arc<Server>,
-    mut s: Box<XmlStream<S>>,
+    s: Box<XmlStream<S>>,
     bound: Bound,
 ) {
     let Bound {
         handle,
-        mut rx,
+        rx,
         peer,
         lang,
     } = bound;
-    let mut sess = SessionData {
+    let sess = SessionData {
         handle: handle.clone(),
         directed: HashSet::new(),
         initial_presence: false,
@@ -142,143 +160,59 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
         lang,
         pending_ping: None,
     };
-    let idle = server.config.c2s.idle_timeout.get();
-    let ping_timeout = server.config.c2s.ping_timeout.get();
-    let keepalive = server.config.c2s.whitespace_keepalive.get();
-    let mut shutdown = server.shutdown.clone();
-    let mut to_self = Vec::new();
-    let mut after = Vec::new();
-    // Buffers are released once a session has been quiet for a moment, so that thousands of
-    // idle sessions hold no read or write buffers (and busy ones do not reallocate per stanza).
-    let mut last_activity = Instant::now();
-    let mut released = false;
-    let end = loop {
-        let idle_at = match &sess.pending_ping {
-            Some((_, sent)) => *sent + ping_timeout,
-            None => s.last_read + idle,
+    let mut live = Live::new(server, sess, rx);
+    let mut conn = Some(s);
+    loop {
+        let mut s = match conn.take() {
+            Some(s) => s,
+            // The connection broke: wait for a resume or the end of the resume timeout.
+            None => match live.hibernate::<S>().await {
+                Some(s) => s,
+                None => break,
+            },
         };
-        let keepalive_at = s.last_write + keepalive;
-        let mut end = None;
-        tokio::select! {
-            out = rx.recv() => match out {
-                Some(Outbound::Stanza(el)) => {
-                    s.queue(&el);
-                    // Drain what else is queued so that one write carries it all.
-                    for _ in 0..64 {
-                        match rx.try_recv() {
-                            Ok(Outbound::Stanza(el)) => s.queue(&el),
-                            Ok(Outbound::Close(e)) => { end = Some(End::Error(*e)); break }
-                            Err(_) => break,
-                        }
-                    }
-                }
-                Some(Outbound::Close(e)) => end = Some(End::Error(*e)),
-                None => end = Some(End::Gone),
-            },
-            frame = s.next_frame() => match frame {
-                Ok(Frame::Stanza(el)) => {
-                    let mut ctx = Ctx { server: &server, sess: &mut sess, to_self: &mut to_self, after_flush: &mut after };
-                    if let Err(e) = inbound(&mut ctx, el).await {
-                        end = Some(End::Error(e));
-                    }
-                    for el in to_self.drain(..) {
-                        s.queue(&el);
-                    }
-                }
-                Ok(Frame::StreamClose) => end = Some(End::ClientClosed),
-                Ok(Frame::StreamOpen(_)) => end = Some(End::Error(StreamError::new(StreamCondition::BadFormat))),
-                Err(ReadError::Framing(e)) => end = Some(End::Error(StreamError::from(&e))),
-                Err(ReadError::Closed) | Err(ReadError::Io(_)) => end = Some(End::Gone),
-            },
-            _ = tokio::time::sleep_until(idle_at), if !idle.is_zero() => {
-                if sess.pending_ping.is_some() {
-                    end = Some(End::Error(StreamError::new(StreamCondition::ConnectionTimeout)));
-                } else {
-                    // XEP-0199 §4.2: is the client still there?
-                    let id = format!("ping-{}", &crate::storage::new_id()[..8]);
-                    let ping = Element::new("iq", ns::CLIENT)
-                        .with_attr("from", ctx_domain(&handle))
-                        .with_attr("to", handle.full.as_str())
-                        .with_attr("id", id.as_str())
-                        .with_attr("type", "get")
-                        .with_child(Element::new("ping", ns::PING));
-                    s.queue(&ping);
-                    sess.pending_ping = Some((id, Instant::now()));
-                }
-            },
-            _ = tokio::time::sleep_until(keepalive_at), if !keepalive.is_zero() => {
-                s.queue_raw(b" ");
-            },
-            _ = tokio::time::sleep_until(last_activity + RELEASE_AFTER), if !released => {
-                if rx.is_empty() {
-                    s.release();
-                    // Both are empty between stanzas; give their capacity back too.
-                    to_self = Vec::new();
-                    after = Vec::new();
-                    released = true;
-                }
-                continue;
-            },
-            _ = shutdown.changed() => end = Some(End::Error(StreamError::new(StreamCondition::SystemShutdown))),
+        if live.take_resume_pending() && live.resumed(&mut s).await.is_err() {
+            continue;
         }
-        last_activity = Instant::now();
-        released = false;
-        if s.has_pending_writes() {
-            if s.flush().await.is_err() {
-                break End::Gone;
+        match live.connected(&mut s).await {
+            End::Resumed(new) => {
+                // The client noticed the break before the server did: the old stream goes. It
+                // is probably dead, so the goodbye may not hold up the resumed session.
+                let err = StreamError::new(StreamCondition::Conflict)
+                    .with_text("this session was resumed on another connection");
+                let _ = tokio::time::timeout(CLOSE_OLD, s.fail(&err)).await;
+                conn = Some(new);
             }
-            for a in after.drain(..) {
-                match a {
-                    AfterFlush::DeleteOffline(seq) => {
-                        if let Err(e) =
-                            Box::pin(server.storage.delete_offline_through(&handle.bare, seq)).await
-                        {
-                            tracing::warn!(error = %e, "could not delete delivered offline messages; they will be delivered again");
-                        }
-                    }
+            End::Gone if live.resumable() => {}
+            End::Gone => break,
+            End::Error(e) => {
+                tracing::info!(session = %handle.full, condition = e.condition.as_str(), "closing stream with error");
+                s.fail(&e).await;
+                // A client that stopped answering may come back on a new connection.
+                if !(e.condition == StreamCondition::ConnectionTimeout && live.resumable()) {
+                    break;
                 }
             }
+            End::Raw(bytes) => {
+                s.queue_raw(&bytes);
+                s.close().await;
+                break;
+            }
+            End::ClientClosed => {
+                s.close().await;
+                break;
+            }
         }
-        if let Some(e) = end {
-            break e;
-        }
-    };
-    match &end {
-        End::Error(e) => {
-            tracing::info!(session = %handle.full, condition = e.condition.as_str(), "closing stream with error");
-            s.fail(e).await;
-        }
-        End::ClientClosed => s.close().await,
-        End::Gone => {}
     }
-    Box::pin(finish(&server, sess, rx)).await;
+    Box::pin(live.finish()).await;
 }
 
 fn ctx_domain(h: &SessionHandle) -> &str {
     h.bare.rsplit_once('@').map(|(_, d)| d).unwrap_or(&h.bare)
 }
 
-/// After the stream ends: unbind, tell contacts we are gone, and send what was queued for this
-/// session elsewhere instead of dropping it.
-async fn finish(server: &Arc<Server>, mut sess: SessionData, mut rx: mpsc::Receiver<Outbound>) {
-    let handle = sess.handle.clone();
-    server.router.unbind(&handle.bare, handle.conn_id);
-    rx.close();
-    presence::on_disconnect(server, &mut sess).await;
-    let mut requeued = 0;
-    while let Ok(out) = rx.try_recv() {
-        if let Outbound::Stanza(el) = out
-            && el.name() == "message"
-        {
-            message::reroute_undelivered(server, *el).await;
-            requeued += 1;
-        }
-    }
-    tracing::info!(session = %handle.full, requeued, "session ended");
-}
-
 /// Checks a stanza from the client, stamps its `from`, and hands it to the handler for its kind.
-async fn inbound(ctx: &mut Ctx<'_>, mut el: Element) -> Result<(), StreamError> {
+pub(crate) async fn inbound(ctx: &mut Ctx<'_>, mut el: Element) -> Result<(), StreamError> {
     if el.ns() != ns::CLIENT {
         return Err(StreamError::new(StreamCondition::UnsupportedStanzaType));
     }

@@ -573,3 +573,40 @@ async fn an_app_server_on_another_server_gets_the_publish_over_federation() {
     a.stop().await;
     b.stop().await;
 }
+
+#[tokio::test]
+async fn a_message_for_a_hibernating_session_wakes_the_phone() {
+    let t = server(false).await;
+    let mut app = t.login("pushapp", "app").await;
+    alice_registers_and_leaves(&t, APP, "n1").await;
+    // alice's phone enables stream management with resumption, then its connection breaks.
+    let mut phone = t.login("alice", "phone").await;
+    phone
+        .send("<enable xmlns='urn:xmpp:sm:3' resume='true'/>")
+        .await;
+    phone.expect("enabled", |e| e.is("enabled", ns::SM)).await;
+    phone.available().await;
+    drop(phone);
+    let server = &t.running.as_ref().unwrap().server;
+    eventually("the phone to hibernate", || {
+        server
+            .router
+            .sessions(ALICE)
+            .iter()
+            .all(|h| h.state.is_hibernating())
+    })
+    .await;
+    assert_eq!(
+        server.router.sessions(ALICE).len(),
+        1,
+        "still bound while it hibernates"
+    );
+    let mut bob = t.login("bob", "pc").await;
+    bob_writes(&mut bob, "m1").await;
+    let p = app.expect("a publish", is_publish).await;
+    assert_eq!(
+        summary(&p, ALICE, "n1"),
+        pairs(&[("FORM_TYPE", SUMMARY), ("message-count", "1")])
+    );
+    t.stop().await;
+}

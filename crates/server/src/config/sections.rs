@@ -214,6 +214,15 @@ pub struct C2sConfig {
     /// PBKDF2 iterations for SCRAM credentials created or changed from now on (existing ones keep
     /// theirs). Default 4096; bounds 4096..=1000000.
     pub sasl_iterations: u32,
+    /// XEP-0198: how long a session whose connection broke stays bound, collecting what is sent
+    /// to it, so that the client can resume it on a new connection; then its unacknowledged
+    /// messages go to other resources or offline storage. Default "5m"; bounds "10s".."1h", or
+    /// "0s" to offer acknowledgements without resumption.
+    pub resume_timeout: DurationStr,
+    /// XEP-0198: stanzas sent to one client and not yet acknowledged (or collected while it is
+    /// away); a session over this is closed with `<policy-violation/>` and its messages are
+    /// rerouted. Default 500; bounds 10..=10000.
+    pub max_unacked: u32,
 }
 
 impl C2sConfig {
@@ -228,6 +237,11 @@ impl C2sConfig {
         DurationStr::from_secs(1)..=DurationStr::from_secs(3_600);
     /// Bounds of `sasl_iterations`.
     pub const SASL_ITERATIONS: RangeInclusive<u32> = 4096..=1_000_000;
+    /// Bounds of `resume_timeout` besides "0s".
+    pub const RESUME_TIMEOUT: RangeInclusive<DurationStr> =
+        DurationStr::from_secs(10)..=DurationStr::from_secs(3_600);
+    /// Bounds of `max_unacked`.
+    pub const MAX_UNACKED: RangeInclusive<u32> = 10..=10_000;
 
     pub(super) fn validate(&self, problems: &mut Vec<Problem>) {
         let mut c = Check {
@@ -257,6 +271,9 @@ impl C2sConfig {
             self.sasl_iterations,
             Self::SASL_ITERATIONS,
         );
+        let resume = self.resume_timeout;
+        c.duration_or_zero("resume_timeout", resume, Self::RESUME_TIMEOUT);
+        c.range("max_unacked", self.max_unacked, Self::MAX_UNACKED);
     }
 }
 
@@ -271,6 +288,8 @@ impl Default for C2sConfig {
             ping_timeout: DurationStr::from_secs(60),
             whitespace_keepalive: DurationStr::from_secs(90),
             sasl_iterations: 4096,
+            resume_timeout: DurationStr::from_mins(5),
+            max_unacked: 500,
         }
     }
 }

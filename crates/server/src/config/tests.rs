@@ -154,6 +154,10 @@ fn every_bound_is_checked() {
         ("c2s", "idle_timeout = \"2d\"", "c2s.idle_timeout", "between"),
         ("c2s", "ping_timeout = \"0s\"", "c2s.ping_timeout", "between \"1s\" and \"1h\""),
         ("c2s", "whitespace_keepalive = \"61m\"", "c2s.whitespace_keepalive", "\"0s\" to disable"),
+        ("c2s", "resume_timeout = \"9s\"", "c2s.resume_timeout", "\"0s\" to disable"),
+        ("c2s", "resume_timeout = \"2h\"", "c2s.resume_timeout", "between \"10s\" and \"1h\""),
+        ("c2s", "max_unacked = 9", "c2s.max_unacked", "between 10 and 10000"),
+        ("c2s", "max_unacked = 10001", "c2s.max_unacked", "between 10 and 10000"),
         ("c2s", "see_other_host = \"bad host\"", "c2s.see_other_host", "host[:port]"),
         ("c2s", "see_other_host = \"a.example:0\"", "c2s.see_other_host", "port"),
         ("c2s", "listen = []\ndirect_tls = []", "c2s.listen", "no client listener"),
@@ -204,6 +208,7 @@ fn values_at_the_bounds_are_accepted() {
     let text = "[[domain]]\nname = \"example.org\"\n\
                 [c2s]\nsasl_iterations = 1000000\nwhitespace_keepalive = \"0s\"\n\
                 idle_timeout = \"1d\"\nsee_other_host = \"[2001:db8::1]:5222\"\n\
+                resume_timeout = \"0s\"\nmax_unacked = 10000\n\
                 [limits]\nmax_stanza_size = 16777216\nmax_depth = 256\nmax_attributes = 1\n\
                 read_rate = 1024\nmax_offline_per_account = 0\n\
                 [log]\nformat = \"json\"\nlevel = \"warn,zorg_server::stream=TRACE, sqlx=off\"\n\

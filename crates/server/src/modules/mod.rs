@@ -7,6 +7,8 @@
 pub mod blocking;
 /// XEP-0280: Message Carbons.
 pub mod carbons;
+/// XEP-0352: Client State Indication.
+pub mod csi;
 /// XEP-0030 Service Discovery and XEP-0115 Entity Capabilities for the server and accounts.
 pub mod disco;
 /// XEP-0313: Message Archive Management (with XEP-0308 corrections and XEP-0424 retractions).

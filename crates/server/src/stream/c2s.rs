@@ -95,8 +95,21 @@ async fn negotiate(
     }
     s.queue_features(&bound_features(server));
     s.flush().await.ok()?;
-    let bound = bind(server, &mut s, &bare, peer, lang).await?;
-    Some((s, bound))
+    loop {
+        match bind(server, &mut s, &bare, peer, &lang).await? {
+            BindStep::Bound(bound) => return Some((s, bound)),
+            // XEP-0198 §5: resume instead of binding; on failure the client may still bind.
+            BindStep::Resume(el) => s = crate::sm::resume::negotiate(server, s, &bare, &el).await?,
+        }
+    }
+}
+
+/// What the client did after authentication.
+enum BindStep {
+    /// Bound a resource.
+    Bound(Bound),
+    /// Asked to resume an earlier session (XEP-0198 `<resume/>`).
+    Resume(Element),
 }
 
 /// Plain-text phase of port 5222: header, `<starttls/>` required, `<proceed/>`.
@@ -291,21 +304,38 @@ fn bound_features(server: &Server) -> Vec<Element> {
         Element::new("session", ns::SESSION).with_child(Element::new("optional", ns::SESSION)),
         Element::new("ver", ns::ROSTER_VER),
         Element::new("sub", ns::PRE_APPROVAL),
+        // XEP-0198 (enable after binding, or resume instead of it) and XEP-0352.
+        Element::new("sm", ns::SM),
+        Element::new("csi", ns::CSI),
         crate::modules::disco::caps_element(server),
         limits_feature(server),
     ]
 }
 
-/// Resource binding (RFC 6120 §7). Returns the bound session.
+/// Resource binding (RFC 6120 §7). Returns the bound session, or the client's request to
+/// resume one.
 async fn bind<S: AsyncRead + AsyncWrite + Unpin>(
     server: &Arc<Server>,
     s: &mut XmlStream<S>,
     bare: &str,
     peer: SocketAddr,
-    lang: String,
-) -> Option<Bound> {
+    lang: &str,
+) -> Option<BindStep> {
     loop {
         let el = next_element(s).await?;
+        if el.ns() == ns::SM || el.ns() == ns::CSI {
+            match (el.ns(), el.name()) {
+                (ns::SM, "resume") => return Some(BindStep::Resume(el)),
+                // XEP-0198 §3: enabling needs a bound resource.
+                (ns::SM, "enable") => {
+                    s.queue(&crate::sm::failed(StanzaCondition::UnexpectedRequest, None));
+                    s.flush().await.ok()?;
+                }
+                // Nothing is counted before binding; CSI state starts with the session.
+                _ => {}
+            }
+            continue;
+        }
         let is_set_iq = el.is("iq", ns::CLIENT) && el.attr("type") == Some("set");
         if is_set_iq && el.has_child("bind", ns::BIND) {
             let requested = el
@@ -378,12 +408,12 @@ async fn bind<S: AsyncRead + AsyncWrite + Unpin>(
                 return None;
             }
             tracing::info!(session = %handle.full, %peer, "session bound");
-            return Some(Bound {
+            return Some(BindStep::Bound(Bound {
                 handle,
                 rx,
                 peer,
-                lang,
-            });
+                lang: lang.to_owned(),
+            }));
         } else if is_set_iq && el.has_child("session", ns::SESSION) {
             let mut result = Element::new("iq", ns::CLIENT).with_attr("type", "result");
             if let Some(id) = el.attr("id") {

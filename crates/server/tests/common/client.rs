@@ -88,6 +88,9 @@ pub struct Client {
     pub exporter: Option<Vec<u8>>,
     pub end_point: Option<Vec<u8>>,
     pub features: Option<Element>,
+    /// Stanzas (message, presence, iq) read so far, mod 2^32: the client's XEP-0198 `h` once
+    /// reset to 0 at `<enable/>`.
+    pub handled: u32,
 }
 
 pub fn header(to: &str) -> String {
@@ -106,6 +109,7 @@ impl Client {
             exporter: None,
             end_point: None,
             features: None,
+            handled: 0,
         }
     }
 
@@ -241,7 +245,12 @@ impl Client {
     /// The next top-level element; panics on close.
     pub async fn next(&mut self) -> Element {
         match self.frame().await {
-            Some(Frame::Stanza(e)) => e,
+            Some(Frame::Stanza(e)) => {
+                if e.ns() == ns::CLIENT && matches!(e.name(), "message" | "presence" | "iq") {
+                    self.handled = self.handled.wrapping_add(1);
+                }
+                e
+            }
             other => panic!("expected a stanza, got {other:?}"),
         }
     }

@@ -109,6 +109,16 @@ impl TestServer {
         c
     }
 
+    /// Connects and authenticates `user@localhost` (SCRAM-SHA-256) without restarting the
+    /// stream: the caller binds or resumes (XEP-0198).
+    pub async fn authenticate(&self, user: &str) -> Client {
+        let mut c = Client::connect_starttls(self.starttls, "localhost").await;
+        c.auth_scram(user, "pass", Scram::Sha256, None)
+            .await
+            .expect("login");
+        c
+    }
+
     pub async fn stop(mut self) {
         if let Some(r) = self.running.take() {
             r.shutdown().await;
