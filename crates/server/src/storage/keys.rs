@@ -238,11 +238,15 @@ async fn write_loop(
                 WriteOp::Flush(d) => {
                     let _ = d.send(());
                 }
-                WriteOp::Insert(_) | WriteOp::Retract(_) => {
-                    if let Err(e) = r {
-                        tracing::warn!(error = %e, "an archive write was not stored");
+                WriteOp::Insert(_) | WriteOp::Retract(_) => match r {
+                    Ok(()) => {}
+                    // A message for an account that does not exist (it is bounced): anyone
+                    // can cause this, so it is no reason to warn the operator.
+                    Err(StorageError::NotFound) => {
+                        tracing::debug!("archive entry for an account that does not exist");
                     }
-                }
+                    Err(e) => tracing::warn!(error = %e, "an archive write was not stored"),
+                },
             }
         }
     }
