@@ -48,8 +48,9 @@ CREATE TABLE archive (
 CREATE INDEX archive_by_owner ON archive (owner, seq);
 CREATE INDEX archive_by_with ON archive (owner, with_bare, seq);
 CREATE INDEX archive_by_time ON archive (owner, stamp_unix_ms);
-CREATE INDEX archive_by_msg_id ON archive (owner, with_bare, msg_id);
-CREATE INDEX archive_by_origin_id ON archive (owner, with_bare, origin_id);
+-- Corrections and retractions find their original through archive_by_with, newest first: they
+-- refer to recent messages, and indexes on the clients' random ids would make every insert
+-- write pages all over the file.
 -- Retention walks by time over all accounts; re-encryption by key.
 CREATE INDEX archive_by_stamp ON archive (stamp_unix_ms);
 CREATE INDEX archive_by_key ON archive (key_id);

@@ -11,8 +11,8 @@ use zorg_proto::{Element, ns};
 
 use crate::modules::message::MessageType;
 use crate::server::Server;
+use crate::storage::RosterStore;
 use crate::storage::archive::{NewEntry, Retraction};
-use crate::storage::{RosterStore, new_id};
 
 /// Payloads that make a message worth keeping even without a body: receipts, markers,
 /// retractions, corrections and end-to-end encrypted content.
@@ -51,6 +51,22 @@ pub fn archivable(el: &Element) -> bool {
         keep |= c.is("body", ns::CLIENT) || keeps(c);
     }
     keep
+}
+
+/// A new archive id: the time in milliseconds (12 hex digits) and 64 random bits (16 hex
+/// digits). Ids of one account sort by time, which keeps the archive's id index written at its
+/// end; they are opaque to clients all the same.
+pub fn archive_id(stamp_unix_ms: i64) -> String {
+    let mut r = [0u8; 8];
+    if aws_lc_rs::rand::fill(&mut r).is_err() {
+        // As `new_id`: continuing without randomness is worse than stopping.
+        panic!("the system random number generator failed");
+    }
+    format!(
+        "{:012x}{:016x}",
+        stamp_unix_ms.max(0),
+        u64::from_be_bytes(r)
+    )
 }
 
 /// Unix milliseconds now.
@@ -92,8 +108,8 @@ pub async fn archive(
     if !wanted(server, owner, &with_bare).await {
         return None;
     }
-    let id = new_id();
     let stamp = now_ms();
+    let id = archive_id(stamp);
     if !outgoing {
         el.push_child(
             Element::new("stanza-id", ns::SID)
@@ -194,6 +210,15 @@ mod tests {
 
     fn el(xml: &str) -> Element {
         zorg_proto::parse_element(xml, zorg_proto::Limits::default()).unwrap()
+    }
+
+    #[test]
+    fn archive_ids_sort_by_time_and_differ() {
+        let a = archive_id(1_795_428_000_000);
+        let b = archive_id(1_795_428_000_001);
+        assert_eq!(a.len(), 28);
+        assert!(a < b);
+        assert_ne!(archive_id(5), archive_id(5));
     }
 
     #[test]

@@ -8,7 +8,9 @@ use super::offline::{OfflineBody, insert_offline};
 use super::{BEGIN_WRITE, Sqlite, db_error, to_u64};
 use crate::crypto::{Keyring, RecordAad, RecordKind};
 use crate::storage::StorageError;
-use crate::storage::archive::{ArchiveQuery, Bounds, Page, PrefMode, Prefs, Retraction, WriteOp};
+use crate::storage::archive::{
+    ArchiveQuery, Bounds, Page, PrefMode, Prefs, Retraction, SealedEntry, WriteOp,
+};
 
 /// A stored entry, still sealed.
 pub(crate) struct SealedRow {
@@ -85,7 +87,28 @@ impl Sqlite {
             .await
             .map_err(db_error)?;
         let mut results = Vec::with_capacity(ops.len());
+        // Plain inserts are written ROWS at a time: one statement (one trip to the driver's
+        // thread) instead of one per message. Anything that reads what came before (a
+        // correction's link, an offline pointer, a retraction) first writes what is pending.
+        let mut pending: Vec<&SealedEntry> = Vec::with_capacity(ROWS);
         for op in ops {
+            if let WriteOp::Insert(entry) = op
+                && entry.meta.corrects.is_none()
+            {
+                pending.push(entry);
+                if pending.len() == ROWS {
+                    insert_rows(&mut tx, &pending).await?;
+                    pending.clear();
+                }
+                // A row for an account that does not exist is left out, as the single insert
+                // does; nobody waits for an insert's result.
+                results.push(Ok(()));
+                continue;
+            }
+            if !pending.is_empty() {
+                insert_rows(&mut tx, &pending).await?;
+                pending.clear();
+            }
             let r = match op {
                 WriteOp::Insert(entry) => {
                     let e = &entry.meta;
@@ -144,6 +167,9 @@ impl Sqlite {
                 WriteOp::Flush(_) => Ok(()),
             };
             results.push(r);
+        }
+        if !pending.is_empty() {
+            insert_rows(&mut tx, &pending).await?;
         }
         tx.commit().await.map_err(db_error)?;
         Ok(results)
@@ -393,6 +419,49 @@ impl Sqlite {
         .map_err(db_error)?;
         Ok(done.rows_affected())
     }
+}
+
+/// Rows per multi-row insert: 10 parameters each, far below SQLite's limit of 32,766.
+const ROWS: usize = 64;
+
+/// Inserts entries without a correction link in one statement; rows whose owner has no account
+/// are left out.
+async fn insert_rows(
+    tx: &mut sqlx::SqliteConnection,
+    rows: &[&SealedEntry],
+) -> Result<(), StorageError> {
+    let mut sql = String::with_capacity(300 + rows.len() * 24);
+    sql.push_str(
+        "INSERT INTO archive (owner, id, stamp_unix_ms, with_bare, with_resource, outgoing, \
+         msg_id, origin_id, key_id, payload) \
+         SELECT v.column1, v.column2, v.column3, v.column4, v.column5, v.column6, v.column7, \
+           v.column8, v.column9, v.column10 FROM (VALUES ",
+    );
+    for i in 0..rows.len() {
+        sql.push_str(if i == 0 {
+            "(?,?,?,?,?,?,?,?,?,?)"
+        } else {
+            ",(?,?,?,?,?,?,?,?,?,?)"
+        });
+    }
+    sql.push_str(") AS v WHERE EXISTS (SELECT 1 FROM accounts WHERE jid = v.column1)");
+    let mut q = sqlx::query(AssertSqlSafe(sql));
+    for r in rows {
+        let e = &r.meta;
+        q = q
+            .bind(&e.owner)
+            .bind(&e.id)
+            .bind(e.stamp_unix_ms)
+            .bind(&e.with_bare)
+            .bind(&e.with_resource)
+            .bind(i64::from(e.outgoing))
+            .bind(&e.msg_id)
+            .bind(&e.origin_id)
+            .bind(r.key_id)
+            .bind(&r.payload);
+    }
+    q.execute(&mut *tx).await.map_err(db_error)?;
+    Ok(())
 }
 
 /// Tombstones the newest matching message not yet retracted, and every correction of it.
