@@ -238,6 +238,34 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn plaintext_offline_messages_of_an_older_version_are_sealed_at_unlock() {
+        let dir = TempDir::new("legacy");
+        let path = dir.0.join("zorg.sqlite");
+        let db = Storage::open(&path).await.unwrap();
+        db.create_account("alice@localhost", &[]).await.unwrap();
+        // A row as version 0001 stored it: plaintext, in the table 0002 renamed.
+        let crate::storage::Pool::Sqlite(raw) = &db.pool;
+        sqlx::query(
+            "INSERT INTO offline_messages_v1 (owner, id, stanza, stamp_unix_ms) \
+             VALUES ('alice@localhost', 'old1', '<message><body>LEGACY-PLAINTEXT</body></message>', 5)",
+        )
+        .execute(&raw.writer)
+        .await
+        .unwrap();
+        db.unlock(kek()).await.unwrap();
+        let msgs = db.offline_messages("alice@localhost").await.unwrap();
+        assert_eq!(msgs.len(), 1);
+        assert_eq!(msgs[0].id, "old1");
+        assert!(msgs[0].stanza.contains("LEGACY-PLAINTEXT"));
+        assert!(raw.legacy_offline().await.unwrap().is_empty());
+        db.close().await;
+        for entry in std::fs::read_dir(&dir.0).unwrap() {
+            let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+            assert!(!bytes.windows(17).any(|w| w == b"LEGACY-PLAINTEXT<"));
+        }
+    }
+
+    #[tokio::test]
     async fn file_database_survives_close_and_reopen() {
         let dir = TempDir::new("reopen");
         let path = dir.0.join("zorg.sqlite");
