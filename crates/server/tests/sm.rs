@@ -491,3 +491,28 @@ async fn an_unanswered_ack_request_counts_as_a_dead_connection() {
     assert_eq!(body(&got[0]), "m1", "sent again: it was never acknowledged");
     t.stop().await;
 }
+
+#[tokio::test]
+async fn malformed_counts_are_refused() {
+    let t = TestServer::start().await;
+    users(&t).await;
+    // A resumption whose count is not a number: refused, and the client may still bind.
+    let mut c = t.authenticate("alice").await;
+    c.open("localhost").await;
+    c.send("<resume xmlns='urn:xmpp:sm:3' previd='x' h='-1'/>")
+        .await;
+    let e = c.next().await;
+    assert!(e.is("failed", ns::SM), "{}", e.to_xml(""));
+    assert!(
+        e.has_child("bad-request", ns::STANZA_ERRORS),
+        "{}",
+        e.to_xml("")
+    );
+    bind_now(&mut c, "phone").await;
+    let e = enable(&mut c, "").await;
+    assert!(e.is("enabled", ns::SM), "{}", e.to_xml(""));
+    // An acknowledgement without a usable count ends the stream with bad-format.
+    c.send("<a xmlns='urn:xmpp:sm:3' h='lots'/>").await;
+    c.expect_stream_error("bad-format").await;
+    t.stop().await;
+}

@@ -217,14 +217,22 @@ pub struct Prefs {
 }
 
 impl Prefs {
+    /// What the lists say about `with_bare`, `never` first; `None` when it is in neither.
+    pub fn listed(&self, with_bare: &str) -> Option<bool> {
+        if self.never.iter().any(|j| j == with_bare) {
+            Some(false)
+        } else if self.always.iter().any(|j| j == with_bare) {
+            Some(true)
+        } else {
+            None
+        }
+    }
+
     /// Whether a message with `with_bare` is archived; `in_roster` is asked only for the
     /// `roster` default.
     pub fn archives(&self, with_bare: &str, in_roster: impl FnOnce() -> bool) -> bool {
-        if self.never.iter().any(|j| j == with_bare) {
-            return false;
-        }
-        if self.always.iter().any(|j| j == with_bare) {
-            return true;
+        if let Some(decided) = self.listed(with_bare) {
+            return decided;
         }
         match self.default {
             PrefMode::Always => true,

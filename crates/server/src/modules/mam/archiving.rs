@@ -12,7 +12,7 @@ use zorg_proto::{Element, ns};
 use crate::modules::message::MessageType;
 use crate::server::Server;
 use crate::storage::RosterStore;
-use crate::storage::archive::{NewEntry, Retraction};
+use crate::storage::archive::{NewEntry, PrefMode, Retraction};
 
 /// Payloads that make a message worth keeping even without a body: receipts, markers,
 /// retractions, corrections and end-to-end encrypted content.
@@ -77,17 +77,18 @@ pub fn now_ms() -> i64 {
 /// Whether `owner` keeps messages with `with_bare` (their preferences, or the server's default).
 async fn wanted(server: &Arc<Server>, owner: &str, with_bare: &str) -> bool {
     let prefs = super::prefs(server, owner).await;
-    if prefs.default != crate::storage::archive::PrefMode::Roster
-        || prefs.always.iter().any(|j| j == with_bare)
-        || prefs.never.iter().any(|j| j == with_bare)
-    {
-        return prefs.archives(with_bare, || false);
+    match prefs.listed(with_bare) {
+        Some(decided) => decided,
+        None => match prefs.default {
+            PrefMode::Always => true,
+            PrefMode::Never => false,
+            // The one case that needs storage: only for accounts that chose `roster`.
+            PrefMode::Roster => matches!(
+                server.storage.roster_item(owner, with_bare).await,
+                Ok(Some(item)) if item.visible
+            ),
+        },
     }
-    let in_roster = matches!(
-        server.storage.roster_item(owner, with_bare).await,
-        Ok(Some(item)) if item.visible
-    );
-    prefs.archives(with_bare, || in_roster)
 }
 
 /// Archives a message in `owner`'s archive if it qualifies; `peer` is the other party's JID.
@@ -267,6 +268,18 @@ mod tests {
             retraction_target(&el(
                 "<message><apply-to xmlns='urn:xmpp:fasten:0' id='o3'/></message>"
             )),
+            None
+        );
+        // Without an id there is nothing to retract.
+        assert_eq!(
+            retraction_target(&el(
+                "<message><retract xmlns='urn:xmpp:message-retract:1'/></message>"
+            )),
+            None
+        );
+        assert_eq!(
+            retraction_target(&el("<message><apply-to xmlns='urn:xmpp:fasten:0'>\
+                 <retract xmlns='urn:xmpp:message-retract:0'/></apply-to></message>")),
             None
         );
     }

@@ -267,5 +267,36 @@ mod tests {
             parse_prefs(&bad).unwrap_err().condition,
             StanzaCondition::BadRequest
         );
+        let cond = |xml: &str| {
+            let el = zorg_proto::parse_element(xml, zorg_proto::Limits::default()).unwrap();
+            parse_prefs(&el).unwrap_err().condition
+        };
+        assert_eq!(
+            cond("<prefs xmlns='urn:xmpp:mam:2'/>"),
+            StanzaCondition::BadRequest
+        );
+        assert_eq!(
+            cond(
+                "<prefs xmlns='urn:xmpp:mam:2' default='always'><always><jid>@@</jid></always></prefs>"
+            ),
+            StanzaCondition::JidMalformed
+        );
+        assert_eq!(
+            cond("<prefs xmlns='urn:xmpp:mam:2' default='always'><always><item/></always></prefs>"),
+            StanzaCondition::BadRequest
+        );
+        assert_eq!(
+            cond("<prefs xmlns='urn:xmpp:mam:2' default='always'><sometimes/></prefs>"),
+            StanzaCondition::BadRequest
+        );
+        let many: String = (0..=MAX_PREF_JIDS)
+            .map(|i| format!("<jid>u{i}@x</jid>"))
+            .collect();
+        assert_eq!(
+            cond(&format!(
+                "<prefs xmlns='urn:xmpp:mam:2' default='always'><never>{many}</never></prefs>"
+            )),
+            StanzaCondition::NotAcceptable
+        );
     }
 }
