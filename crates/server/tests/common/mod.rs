@@ -20,6 +20,7 @@ use zorg_server::storage::{AccountStore, ScramHash};
 
 mod client;
 pub mod fed;
+pub mod mam;
 
 pub use client::*;
 
