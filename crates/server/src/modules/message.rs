@@ -7,7 +7,6 @@
 use std::sync::Arc;
 
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 use zorg_proto::jid::Jid;
 use zorg_proto::{Element, StanzaCondition, StanzaError, ns};
 
@@ -344,27 +343,14 @@ pub async fn deliver_offline(ctx: &mut Ctx<'_>) {
     };
     let domain = ctx.domain().to_owned();
     for m in msgs {
-        let mut el = match zorg_proto::parse_element(
-            &m.stanza,
-            zorg_proto::Limits {
-                // Stored stanzas passed the limits when received; do not refuse them now if the
-                // operator lowered the limits since.
-                max_stanza_size: 16 * 1024 * 1024,
-                max_depth: 256,
-                max_attributes: 1024,
-            },
-        ) {
+        let mut el = match crate::storage::parse_stored(&m.stanza) {
             Ok(el) => el,
             Err(e) => {
                 tracing::error!(error = %e, id = %m.id, "stored offline message is unreadable; skipped");
                 continue;
             }
         };
-        let stamp =
-            OffsetDateTime::from_unix_timestamp_nanos(i128::from(m.stamp_unix_ms) * 1_000_000)
-                .ok()
-                .and_then(|t| t.format(&Rfc3339).ok())
-                .unwrap_or_default();
+        let stamp = crate::modules::datetime(m.stamp_unix_ms);
         el.push_child(
             Element::new("delay", ns::DELAY)
                 .with_attr("from", domain.as_str())

@@ -75,6 +75,17 @@ pub fn target(ctx: &Ctx<'_>, to: &Option<Jid>) -> Target {
     }
 }
 
+/// A Unix-millisecond time as an XEP-0082 date-time (for XEP-0203 delay stamps and MAM).
+pub fn datetime(unix_ms: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(unix_ms) * 1_000_000)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}
+
 /// Builds an empty `result` reply to an IQ (id kept, addresses swapped).
 pub fn iq_result(iq: &Element, payload: Option<Element>) -> Element {
     let mut r = Element::new("iq", ns::CLIENT).with_attr("type", "result");

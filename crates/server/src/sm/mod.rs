@@ -16,7 +16,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 use tokio::time::Instant;
 use zorg_proto::{Element, StanzaCondition, ns};
 
@@ -206,10 +205,7 @@ fn now_ms() -> i64 {
 
 /// `<delay xmlns='urn:xmpp:delay' from=domain stamp=…/>` for a Unix-millisecond time.
 fn delay(domain: &str, ms: i64) -> Element {
-    let stamp = OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .ok()
-        .and_then(|t| t.format(&Rfc3339).ok())
-        .unwrap_or_default();
+    let stamp = crate::modules::datetime(ms);
     Element::new("delay", ns::DELAY)
         .with_attr("from", domain)
         .with_attr("stamp", stamp)

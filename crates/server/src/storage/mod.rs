@@ -318,6 +318,20 @@ impl Storage {
     }
 }
 
+/// Parses a stanza read back from storage. Stored stanzas passed the limits when they were
+/// received, so the bounds here are generous: lowering `[limits]` later must not make stored
+/// messages unreadable.
+pub fn parse_stored(xml: &str) -> Result<zorg_proto::Element, zorg_proto::FramingError> {
+    zorg_proto::parse_element(
+        xml,
+        zorg_proto::Limits {
+            max_stanza_size: 16 * 1024 * 1024,
+            max_depth: 256,
+            max_attributes: 1024,
+        },
+    )
+}
+
 /// A new random id: 16 bytes from the system generator as 22 characters of unpadded base64url.
 ///
 /// # Panics

@@ -174,12 +174,7 @@ fn retraction_target(el: &Element) -> Option<(String, &'static str)> {
 /// id) and the ids stay; the body and every other payload are gone. `None` if the stored
 /// stanza cannot be read (it is then left as it is and the error logged).
 pub fn tombstone(original: &str, version: &str, retraction_id: Option<&str>) -> Option<String> {
-    let limits = zorg_proto::Limits {
-        max_stanza_size: 16 * 1024 * 1024,
-        max_depth: 256,
-        max_attributes: 1024,
-    };
-    let el = match zorg_proto::parse_element(original, limits) {
+    let el = match crate::storage::parse_stored(original) {
         Ok(el) => el,
         Err(e) => {
             tracing::error!(error = %e, "an archived message to retract is unreadable");

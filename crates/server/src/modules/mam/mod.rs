@@ -11,8 +11,6 @@ pub mod retention;
 
 use std::sync::Arc;
 
-use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 use zorg_proto::jid::Jid;
 use zorg_proto::{Element, StanzaCondition, StanzaError, ns};
 
@@ -24,12 +22,7 @@ use crate::storage::archive::{PrefMode, Prefs};
 /// Most JIDs in one preference list.
 const MAX_PREF_JIDS: usize = 1000;
 
-fn stamp(ms: i64) -> String {
-    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .ok()
-        .and_then(|t| t.format(&Rfc3339).ok())
-        .unwrap_or_default()
-}
+use crate::modules::datetime as stamp;
 
 fn internal(e: StorageError) -> StanzaError {
     tracing::error!(error = %e, "archive operation failed");
@@ -92,13 +85,8 @@ async fn query(ctx: &mut Ctx<'_>, el: &Element) -> Result<Option<Element>, Stanz
     if q.flip {
         entries.reverse();
     }
-    let limits = zorg_proto::Limits {
-        max_stanza_size: 16 * 1024 * 1024,
-        max_depth: 256,
-        max_attributes: 1024,
-    };
     for e in &entries {
-        let stored = match zorg_proto::parse_element(&e.stanza, limits) {
+        let stored = match crate::storage::parse_stored(&e.stanza) {
             Ok(s) => s,
             Err(err) => {
                 tracing::error!(error = %err, id = %e.id, "archived message unreadable; skipped");
