@@ -2,6 +2,8 @@
 //! capability modules and storage. The `zorg` binary is a thin command line around it.
 #![forbid(unsafe_code)]
 
+/// The NEN 7513 audit trail: typed events in a hash-chained log with signed checkpoints.
+pub mod audit;
 pub mod config;
 /// Encryption at rest: key-encryption key, data keys, AES-256-GCM records.
 pub mod crypto;

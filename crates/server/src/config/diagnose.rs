@@ -328,6 +328,8 @@ fn schema() -> Option<toml::Table> {
     sample.federation.dnssec_trust_anchors = Some("anchors".into());
     sample.storage.key_file = Some("key_file".into());
     sample.storage.key_env = Some("key_env".into());
+    sample.audit.dir = Some("dir".into());
+    sample.audit.signing_key = Some("signing_key".into());
     let toml::Value::Table(mut schema) = toml::Value::try_from(&sample).ok()? else {
         return None;
     };

@@ -5,6 +5,7 @@
 //! itself valid. `zorg.example.toml` at the repository root documents every key with its default;
 //! tests keep the two in step.
 
+mod audit;
 mod diagnose;
 mod federation;
 mod push;
@@ -22,6 +23,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub use audit::{AuditConfig, OnFailure};
 pub use federation::{FederationConfig, S2sConfig};
 pub use push::PushConfig;
 pub use sections::{
@@ -62,6 +64,8 @@ pub struct Config {
     pub archive: ArchiveConfig,
     /// `[push]`: XEP-0357 push notifications.
     pub push: PushConfig,
+    /// `[audit]`: the NEN 7513 audit trail.
+    pub audit: AuditConfig,
 }
 
 impl Default for Config {
@@ -79,6 +83,7 @@ impl Default for Config {
             storage: StorageConfig::default(),
             archive: ArchiveConfig::default(),
             push: PushConfig::default(),
+            audit: AuditConfig::default(),
         }
     }
 }
@@ -141,6 +146,7 @@ impl Config {
         self.storage.validate(&mut problems);
         self.archive.validate(&mut problems);
         self.push.validate(&mut problems);
+        self.audit.validate(&mut problems);
         problems
     }
 
@@ -154,6 +160,8 @@ impl Config {
         };
         resolve(&mut self.data_dir);
         self.storage.key_file.as_mut().map(resolve);
+        self.audit.dir.as_mut().map(resolve);
+        self.audit.signing_key.as_mut().map(resolve);
         for d in &mut self.domains {
             d.certificate.as_mut().map(resolve);
             d.key.as_mut().map(resolve);
@@ -177,6 +185,22 @@ impl Config {
             (None, Some(v)) => KeySource::Env(v.clone()),
             (None, None) => KeySource::Default(self.data_dir.join("zorg.key")),
         }
+    }
+
+    /// The audit log's directory.
+    pub fn audit_dir(&self) -> PathBuf {
+        self.audit
+            .dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("audit"))
+    }
+
+    /// The audit checkpoint signing key's file.
+    pub fn audit_signing_key(&self) -> PathBuf {
+        self.audit
+            .signing_key
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("audit-signing.key"))
     }
 
     /// How long `domain`'s archives keep messages; `None` keeps them.
