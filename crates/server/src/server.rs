@@ -43,6 +43,9 @@ pub enum StartError {
     /// The key-encryption key could not be had.
     #[error("encryption key: {0}")]
     Key(String),
+    /// The audit log could not be opened (and `[audit] enabled` is true).
+    #[error("audit log: {0}")]
+    Audit(String),
     /// Federation could not be set up (DNS resolver, DNSSEC trust anchors).
     #[error("federation: {0}")]
     Federation(String),
@@ -62,6 +65,9 @@ pub enum StartError {
 pub struct Server {
     /// The configuration the server runs with.
     pub config: Config,
+    /// The NEN 7513 audit trail: every login, message, archive read and link is recorded
+    /// here, and refused when it cannot be (`[audit] on_failure`).
+    pub audit: crate::audit::Audit,
     /// Persistent data.
     pub storage: Storage,
     /// Bound sessions.
@@ -167,13 +173,63 @@ pub async fn open_storage(config: &Config) -> Result<Storage, StartError> {
     Ok(storage)
 }
 
+/// Opens the audit log (when `[audit] enabled`) and records the start, with any change of
+/// configuration since the last one.
+async fn start_audit(config: &Config) -> Result<crate::audit::Audit, StartError> {
+    let Some(settings) = crate::audit::Settings::of(config) else {
+        tracing::warn!(
+            "[audit] enabled = false: nothing is audited (NEN 7513 requires an audit trail)"
+        );
+        return Ok(crate::audit::Audit::disabled());
+    };
+    // The configuration as the server reads it (defaults filled in), so that a change of a
+    // default between versions counts as a change too.
+    let text = toml::to_string(config).unwrap_or_default();
+    let sha = crate::audit::record::hex(&crate::audit::record::sha256(text.as_bytes()));
+    let domains = config.domains.iter().map(|d| d.name.clone()).collect();
+    crate::audit::start(settings, sha, domains)
+        .await
+        .map_err(StartError::Audit)
+}
+
+/// Records a key-encryption key that is new, or different from the one of the last start.
+async fn audit_kek(
+    config: &Config,
+    audit: &crate::audit::Audit,
+    storage: &Storage,
+) -> Result<(), StartError> {
+    use crate::audit::event::{Event, KeyChange, KeyKind};
+    if !audit.is_enabled() {
+        return Ok(());
+    }
+    let id = storage.kek_id()?;
+    use crate::audit::Remembered;
+    let change = match crate::audit::remember(&config.audit_dir(), "kek", &id) {
+        Remembered::Changed(_) => KeyChange::Replaced,
+        Remembered::New => KeyChange::Created,
+        Remembered::Same => return Ok(()),
+    };
+    let ev = Event::KeyChanged {
+        key: KeyKind::KeyEncryptionKey,
+        change,
+        id,
+        by: crate::audit::Actor::Server,
+    };
+    audit
+        .record_durable(ev)
+        .await
+        .map_err(|e| StartError::Audit(e.to_string()))
+}
+
 /// Starts the server: opens storage, loads or makes certificates, binds listeners.
 pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     std::fs::create_dir_all(&config.data_dir).map_err(|e| StartError::DataDir {
         path: config.data_dir.display().to_string(),
         why: e.to_string(),
     })?;
+    let audit = start_audit(&config).await?;
     let storage = open_storage(&config).await?;
+    audit_kek(&config, &audit, &storage).await?;
     let offline_hints = storage
         .offline_owners()
         .await?
@@ -241,6 +297,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         push: Default::default(),
         federation,
         shutdown: shutdown_rx,
+        audit,
         config,
     });
     let mut tasks = JoinSet::new();
@@ -323,6 +380,7 @@ impl RunningServer {
             })
             .await;
         }
+        self.server.audit.close().await;
         self.server.storage.close().await;
     }
 

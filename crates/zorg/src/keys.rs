@@ -9,7 +9,11 @@ use std::process::ExitCode;
 use clap::Subcommand;
 use zorg_server::storage::Storage;
 
+use zorg_server::audit::event::{AdminCommand, KeyChange, KeyKind};
+use zorg_server::audit::{Actor, Event};
+
 use crate::ConfigArg;
+use crate::audit::CliAudit;
 use crate::settings;
 
 /// `zorg keys …`.
@@ -55,6 +59,12 @@ pub fn run(cmd: KeysCommand) -> Result<ExitCode, String> {
         match cmd {
             KeysCommand::Status(c) => {
                 let (config, db) = open(&c).await?;
+                let mut trail = CliAudit::open(&config)?;
+                trail.record(vec![Event::AdminAction {
+                    by: Actor::cli(),
+                    action: AdminCommand::KeysStatus,
+                    target: None,
+                }])?;
                 let keys = db.key_status().await.map_err(|e| e.to_string())?;
                 println!(
                     "key-encryption key: fingerprint {} from {}",
@@ -87,9 +97,16 @@ pub fn run(cmd: KeysCommand) -> Result<ExitCode, String> {
                 Ok(ExitCode::SUCCESS)
             }
             KeysCommand::Rotate { config: c, now } => {
-                let (_, db) = open(&c).await?;
+                let (config, db) = open(&c).await?;
+                let mut trail = CliAudit::open(&config)?;
                 let id = db.rotate_data_key().await.map_err(|e| e.to_string())?;
                 println!("data key {id} is now active for new records");
+                trail.record(vec![Event::KeyChanged {
+                    key: KeyKind::DataKey,
+                    change: KeyChange::Rotated,
+                    id: id.to_string(),
+                    by: Actor::cli(),
+                }])?;
                 if now {
                     let mut total = 0;
                     loop {

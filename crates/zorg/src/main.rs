@@ -5,6 +5,7 @@
 //! - `zorg config check FILE` reports every problem in a config file;
 //! - `zorg ca init|issue|revoke|crl|list` is the auditor's certificate authority (docs/ca.md);
 //! - `zorg keys status|rotate|generate` manages the keys that encrypt stored messages;
+//! - `zorg audit verify|export|key` checks and exports the audit trail (docs/audit.md);
 //! - `zorg --version`.
 //!
 //! Each command's errors are written for the operator who typed it: what went wrong and what to
@@ -12,6 +13,7 @@
 
 #![forbid(unsafe_code)]
 
+mod audit;
 mod ca;
 mod check;
 mod keys;
@@ -63,6 +65,10 @@ enum Command {
     /// The keys that encrypt stored messages: status, rotation, a new key file.
     #[command(subcommand)]
     Keys(keys::KeysCommand),
+    /// The NEN 7513 audit trail: verify it, export it (JSON lines or FHIR), print its public
+    /// key (docs/audit.md).
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
 }
 
 /// The `--config FILE` option shared by the commands that need a configuration.
@@ -94,6 +100,7 @@ fn main() -> ExitCode {
         Command::Config(ConfigCommand::Check { file }) => check::run(&file),
         Command::Ca(cmd) => ca::run(cmd),
         Command::Keys(cmd) => keys::run(cmd),
+        Command::Audit(cmd) => audit::run(cmd),
     };
     match result {
         Ok(code) => code,

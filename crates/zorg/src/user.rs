@@ -14,7 +14,11 @@ use zorg_server::config::Config;
 use zorg_server::sasl::{SaslFailure, make_record};
 use zorg_server::storage::{AccountStore, ScramHash, ScramRecord, Storage, StorageError};
 
+use zorg_server::audit::event::{AccountChange, AdminCommand};
+use zorg_server::audit::{Actor, Event};
+
 use crate::ConfigArg;
+use crate::audit::CliAudit;
 use crate::settings;
 
 /// Longest password accepted, in bytes; far above any real one, and a bound on what is read.
@@ -92,10 +96,17 @@ pub fn run(cmd: UserCommand) -> Result<ExitCode, String> {
                 return Err(exists(&jid));
             }
             let creds = credentials(&config, &jid, &password)?;
+            let mut trail = CliAudit::open(&config)?;
             let result = rt.block_on(db.create_account(&jid, &creds));
             rt.block_on(db.close());
             match result {
-                Ok(()) => println!("created account {jid}"),
+                Ok(()) => {
+                    println!("created account {jid}");
+                    trail.record(vec![Event::AccountCreated {
+                        account: jid.clone(),
+                        by: Actor::cli(),
+                    }])?;
+                }
                 Err(StorageError::Conflict) => return Err(exists(&jid)),
                 Err(e) => return Err(db_err(e)),
             }
@@ -108,10 +119,18 @@ pub fn run(cmd: UserCommand) -> Result<ExitCode, String> {
                 return Err(not_found(&jid));
             }
             let creds = credentials(&config, &jid, &password)?;
+            let mut trail = CliAudit::open(&config)?;
             let result = rt.block_on(db.set_credentials(&jid, &creds));
             rt.block_on(db.close());
             match result {
-                Ok(()) => println!("changed the password of {jid}"),
+                Ok(()) => {
+                    println!("changed the password of {jid}");
+                    trail.record(vec![Event::AccountChanged {
+                        account: jid.clone(),
+                        change: AccountChange::Password,
+                        by: Actor::cli(),
+                    }])?;
+                }
                 Err(StorageError::NotFound) => return Err(not_found(&jid)),
                 Err(e) => return Err(db_err(e)),
             }
@@ -120,10 +139,15 @@ pub fn run(cmd: UserCommand) -> Result<ExitCode, String> {
         UserCommand::Del { target } => {
             let (config, jid) = resolve(&target)?;
             let db = rt.block_on(open(&config, false))?;
+            let mut trail = CliAudit::open(&config)?;
             let deleted = rt.block_on(db.delete_account(&jid));
             rt.block_on(db.close());
             if deleted.map_err(db_err)? {
                 println!("deleted account {jid} with its roster, offline messages and blocklist");
+                trail.record(vec![Event::AccountDeleted {
+                    account: jid.clone(),
+                    by: Actor::cli(),
+                }])?;
                 Ok(ExitCode::SUCCESS)
             } else {
                 Err(not_found(&jid))
@@ -141,6 +165,7 @@ pub fn run(cmd: UserCommand) -> Result<ExitCode, String> {
             }
             let domain = domain.map(|d| d.trim_end_matches('.').to_ascii_lowercase());
             let db = rt.block_on(open(&config, false))?;
+            let mut trail = CliAudit::open(&config)?;
             let accounts = rt.block_on(db.list_accounts(domain.as_deref()));
             rt.block_on(db.close());
             let mut out = std::io::stdout().lock();
@@ -151,6 +176,11 @@ pub fn run(cmd: UserCommand) -> Result<ExitCode, String> {
                 }
             }
             let _ = out.flush();
+            trail.record(vec![Event::AdminAction {
+                by: Actor::cli(),
+                action: AdminCommand::UserList,
+                target: domain,
+            }])?;
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -524,6 +524,8 @@ pub enum LinkRefusal {
     Dialback,
     /// The peer's SASL EXTERNAL request was wrong.
     BadSasl,
+    /// The peer did not accept our certificate.
+    PeerRefused,
     /// The peer could not be found or reached.
     Unreachable,
     /// The link did not come up in time.
@@ -550,7 +552,8 @@ impl LinkRefusal {
             "dane-mismatch" => Self::DaneMismatch,
             l if l.starts_with("dialback") => Self::Dialback,
             "timeout" => Self::Timeout,
-            "no-address" | "unreachable" | "dns" | "connect" | "tls" => Self::Unreachable,
+            "peer-refused" => Self::PeerRefused,
+            "not-found" | "unreachable" => Self::Unreachable,
             _ => Self::Other,
         }
     }

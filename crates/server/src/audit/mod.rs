@@ -18,6 +18,7 @@ pub mod event;
 pub mod export;
 pub mod fhir;
 pub mod log;
+pub mod message;
 pub mod record;
 pub mod sign;
 pub mod verify;
@@ -143,21 +144,20 @@ pub async fn start(
                 config_sha256: config_sha256.clone(),
             },
         ));
-        match remember(&s.dir, "config_sha256", &config_sha256) {
-            Some(previous) => events.push((
+        if let Remembered::Changed(previous) = remember(&s.dir, "config_sha256", &config_sha256) {
+            events.push((
                 now,
                 Event::ConfigChanged {
                     previous_sha256: previous,
                     config_sha256,
                 },
-            )),
-            None => {}
+            ));
         }
         let public = signer.public_key().to_owned();
         let key_change = match remember(&s.dir, "signing_key", &public) {
             _ if made => Some(event::KeyChange::Created),
-            Some(_) => Some(event::KeyChange::Replaced),
-            None => None,
+            Remembered::Changed(_) => Some(event::KeyChange::Replaced),
+            Remembered::New | Remembered::Same => None,
         };
         if let Some(change) = key_change {
             events.push((
@@ -189,10 +189,20 @@ pub async fn start(
     Ok(Audit { inner: Some(inner) })
 }
 
-/// Compares `value` with what `dir/state.json` remembers under `key` and stores it. Returns
-/// the earlier value when it differs. The file only serves to notice changes between starts;
-/// the records themselves are the evidence.
-pub fn remember(dir: &Path, key: &str, value: &str) -> Option<String> {
+/// What [`remember`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Remembered {
+    /// Nothing was remembered under the key.
+    New,
+    /// The same value.
+    Same,
+    /// A different value, given here.
+    Changed(String),
+}
+
+/// Compares `value` with what `dir/state.json` remembers under `key` and stores it. The file
+/// only serves to notice changes between starts; the records themselves are the evidence.
+pub fn remember(dir: &Path, key: &str, value: &str) -> Remembered {
     let path = dir.join("state.json");
     let mut state: BTreeMap<String, String> = std::fs::read(&path)
         .ok()
@@ -209,7 +219,11 @@ pub fn remember(dir: &Path, key: &str, value: &str) -> Option<String> {
             tracing::warn!(file = %path.display(), "could not write the audit state file");
         }
     }
-    old.filter(|o| o != value)
+    match old {
+        None => Remembered::New,
+        Some(o) if o == value => Remembered::Same,
+        Some(o) => Remembered::Changed(o),
+    }
 }
 
 impl Audit {
@@ -249,6 +263,33 @@ impl Audit {
         match tokio::time::timeout(i.max_wait, written).await {
             Ok(Ok(())) => Ok(()),
             _ => i.unavailable("an audit record was not written in time"),
+        }
+    }
+
+    /// Whether an act may go ahead: false while the log cannot be written and
+    /// `[audit] on_failure = "refuse"`. For rare acts that change stored data, checked before
+    /// the change, which is then recorded with [`Audit::record_durable`].
+    pub fn available(&self) -> bool {
+        self.inner
+            .as_ref()
+            .is_none_or(|i| !i.refuse || !i.failed.load(Ordering::Acquire))
+    }
+
+    /// Queues `ev` without waiting, for code that cannot wait (a full queue counts as a
+    /// failure at once). `Err` means: refuse the act.
+    pub fn record_now(&self, ev: Event) -> Result<(), AuditUnavailable> {
+        let Some(i) = &self.inner else { return Ok(()) };
+        if i.failed.load(Ordering::Acquire) {
+            return i.unavailable("the audit log cannot be written");
+        }
+        let item = Item::Event {
+            ms: record::now_ms(),
+            ev,
+            done: None,
+        };
+        match i.tx.try_send(item) {
+            Ok(()) => Ok(()),
+            Err(_) => i.unavailable("the audit queue is full or closed"),
         }
     }
 

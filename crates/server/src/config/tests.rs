@@ -277,7 +277,7 @@ fn unknown_keys_are_reported_with_path_and_line() {
     assert_eq!(p.line, Some(11));
     assert!(
         p.message
-            .contains("known keys here: archive, c2s, data_dir, domain"),
+            .contains("known keys here: archive, audit, c2s, data_dir, domain"),
         "{}",
         p.message
     );

@@ -9,7 +9,9 @@ use zorg_proto::jid::Jid;
 use zorg_proto::{Element, StanzaCondition, StanzaError};
 
 use super::route_any;
-use crate::modules::message::{MessageType, deliver_local};
+use crate::modules::message::{
+    MessageType, audit_accepted, audit_bounced, deliver_local, unaudited,
+};
 use crate::modules::roster::subscription::SubKind;
 use crate::modules::{blocking, iq_result, presence};
 use crate::server::Server;
@@ -43,7 +45,12 @@ pub fn bounce(server: &Arc<Server>, stanza: Element, cond: StanzaCondition, text
     // Spawned: the caller may be inside a link's or a session's handler, and delivery may wait
     // on storage (offline messages).
     let server = server.clone();
-    tokio::spawn(async move { route_any(&server, reply).await });
+    tokio::spawn(async move {
+        if stanza.name() == "message" {
+            crate::modules::message::audit_bounced(&server, &stanza, cond).await;
+        }
+        route_any(&server, reply).await
+    });
 }
 
 /// Sends an error reply to a stanza received for a local account.
@@ -65,9 +72,22 @@ async fn message(server: &Arc<Server>, el: Element, to: &Jid) {
     let bare = to.to_bare().to_string();
     let resource = to.resource().map(|r| r.to_string());
     let head = el.without_children();
+    // From another organisation's server, or an error this server generated itself.
+    let peer = el
+        .attr("from")
+        .and_then(|f| Jid::new(f).ok())
+        .map(|f| f.domain().to_string())
+        .filter(|d| !server.serves(d));
+    if !audit_accepted(server, &el, peer.as_deref()).await {
+        if ty != MessageType::Error {
+            reply_error(server, &head, unaudited()).await;
+        }
+        return;
+    }
     if let Err(err) = deliver_local(server, el, &bare, resource.as_deref()).await
         && ty != MessageType::Error
     {
+        audit_bounced(server, &head, err.condition).await;
         reply_error(server, &head, err).await;
     }
 }

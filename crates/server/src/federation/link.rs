@@ -10,6 +10,8 @@ use zorg_proto::{Element, Frame, StanzaCondition, StreamCondition, StreamError};
 
 use super::dns::Target;
 use super::{Federation, incoming};
+use crate::audit::Event;
+use crate::audit::event::{CertRef, Direction, LinkAuth, LinkRefusal};
 use crate::server::Server;
 use crate::stream::io::XmlStream;
 use crate::stream::s2s::outbound::{self, Failure, Route, Tls};
@@ -90,11 +92,51 @@ impl Link {
         };
         match r {
             Ok(Ok((s, route))) => {
+                let chain = s
+                    .get_ref()
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .unwrap_or_default();
+                let by_cert = self
+                    .fed
+                    .check(
+                        PeerRole::Outbound,
+                        chain,
+                        remote,
+                        rustls_pki_types::UnixTime::now(),
+                    )
+                    .is_ok();
+                let ev = Event::S2sAccepted {
+                    peer: remote.clone(),
+                    local: local.clone(),
+                    direction: Direction::Outbound,
+                    method: if by_cert {
+                        LinkAuth::Certificate
+                    } else {
+                        LinkAuth::Dialback
+                    },
+                    ip: Some(route.0.ip()),
+                    certificate: CertRef::of(chain),
+                };
+                if self.server.audit.record_durable(ev).await.is_err() {
+                    let text = "the link could not be audited".to_owned();
+                    return Err(End::Bounce(StanzaCondition::InternalServerError, text));
+                }
                 tracing::info!(%local, %remote, addr = %route.0, direct_tls = route.1, "outbound s2s link accepted");
                 Ok(s)
             }
             Ok(Err(f)) => {
                 let reason = f.reason();
+                let ev = Event::S2sRefused {
+                    peer: remote.clone(),
+                    local: local.clone(),
+                    direction: Direction::Outbound,
+                    reason: LinkRefusal::from_label(reason),
+                    ip: None,
+                    certificate: None,
+                };
+                let _ = self.server.audit.record(ev).await;
                 tracing::warn!(%local, %remote, reason, "outbound s2s link refused: {f}");
                 Err(End::Bounce(
                     StanzaCondition::RemoteServerNotFound,
@@ -106,6 +148,15 @@ impl Link {
                     "{remote} did not complete a link within {}s",
                     timeout.as_secs()
                 );
+                let ev = Event::S2sRefused {
+                    peer: remote.clone(),
+                    local: local.clone(),
+                    direction: Direction::Outbound,
+                    reason: LinkRefusal::Timeout,
+                    ip: None,
+                    certificate: None,
+                };
+                let _ = self.server.audit.record(ev).await;
                 tracing::warn!(%local, %remote, reason = "timeout", "outbound s2s link failed: {text}");
                 Err(End::Bounce(StanzaCondition::RemoteServerTimeout, text))
             }

@@ -10,6 +10,7 @@ use time::OffsetDateTime;
 use zorg_proto::jid::Jid;
 use zorg_proto::{Element, StanzaCondition, StanzaError, ns};
 
+use crate::audit::{self, event::Delivery};
 use crate::modules::mam::archiving;
 use crate::modules::{Target, blocking, carbons, target};
 use crate::server::Server;
@@ -68,8 +69,16 @@ pub async fn from_client(ctx: &mut Ctx<'_>, mut el: Element, to: Option<Jid>) {
                 }
                 return;
             }
+            if !audit_accepted(ctx.server, &el, None).await {
+                refuse_unaudited(ctx, &el);
+                return;
+            }
             copy_sent(ctx, &el);
             archive_sent(ctx, &mut el).await;
+            if ctx.server.audit.is_enabled() {
+                let to = el.attr("to").unwrap_or_default().to_owned();
+                audit_delivered(ctx.server, &el, &to, Delivery::Forwarded).await;
+            }
             crate::federation::send(ctx.server, el, &domain);
             return;
         }
@@ -78,6 +87,10 @@ pub async fn from_client(ctx: &mut Ctx<'_>, mut el: Element, to: Option<Jid>) {
         if MessageType::of(&el) != MessageType::Error {
             ctx.reply_error(&el, err);
         }
+        return;
+    }
+    if !audit_accepted(ctx.server, &el, None).await {
+        refuse_unaudited(ctx, &el);
         return;
     }
     copy_sent(ctx, &el);
@@ -89,7 +102,52 @@ pub async fn from_client(ctx: &mut Ctx<'_>, mut el: Element, to: Option<Jid>) {
     if let Err(err) = deliver_local(&server, el, &bare, resource.as_deref()).await
         && MessageType::of(&head) != MessageType::Error
     {
+        audit_bounced(&server, &head, err.condition).await;
         ctx.reply_error(&head, err);
+    }
+}
+
+/// NEN 7513: records `el` as taken for delivery. `false` when the audit log refuses it: the
+/// message must then not be delivered. `peer` is the server it came from, if any.
+pub async fn audit_accepted(server: &Arc<Server>, el: &Element, peer: Option<&str>) -> bool {
+    !server.audit.is_enabled()
+        || server
+            .audit
+            .record(audit::message::accepted(el, peer))
+            .await
+            .is_ok()
+}
+
+/// Records that `el` was handed on to `to`. A refusal here comes after the act; the audit
+/// handle logs it, and the next message is refused.
+async fn audit_delivered(server: &Arc<Server>, el: &Element, to: &str, how: Delivery) {
+    if server.audit.is_enabled() {
+        let _ = server
+            .audit
+            .record(audit::message::delivered(el, to, how))
+            .await;
+    }
+}
+
+/// Records that `el` bounced with `condition`.
+pub async fn audit_bounced(server: &Arc<Server>, el: &Element, condition: StanzaCondition) {
+    if server.audit.is_enabled() {
+        let _ = server
+            .audit
+            .record(audit::message::bounced(el, condition))
+            .await;
+    }
+}
+
+/// The error for a message refused because it could not be audited.
+pub fn unaudited() -> StanzaError {
+    StanzaError::new(StanzaCondition::InternalServerError)
+        .with_text("the server cannot record messages at the moment, so it did not send this one; try again later")
+}
+
+fn refuse_unaudited(ctx: &mut Ctx<'_>, el: &Element) {
+    if MessageType::of(el) != MessageType::Error {
+        ctx.reply_error(el, unaudited());
     }
 }
 
@@ -147,6 +205,8 @@ async fn route_local(
     archived: Option<String>,
 ) -> Result<(), StanzaError> {
     let ty = MessageType::of(&el);
+    // The envelope for the audit records of this delivery (attributes only).
+    let audit_head = server.audit.is_enabled().then(|| el.without_children());
     // XEP-0280: the copy for the account's other carbons-enabled sessions, taken before
     // delivery (and only when someone could get one: the common case copies nothing).
     let carbon = (carbons::eligible(&el) && carbons::anyone(server, bare)).then(|| el.clone());
@@ -156,6 +216,9 @@ async fn route_local(
             // A full JID that is connected gets the message even without presence.
             match server.router.deliver(&h, el) {
                 Ok(()) => {
+                    if let Some(a) = &audit_head {
+                        audit_delivered(server, a, &h.full, Delivery::Session).await;
+                    }
                     if let Some(c) = &carbon {
                         carbons::received(server, bare, c, &[h.conn_id]);
                     }
@@ -195,6 +258,9 @@ async fn route_local(
         match server.router.deliver(h, copy) {
             Ok(()) => {
                 delivered = true;
+                if let Some(a) = &audit_head {
+                    audit_delivered(server, a, &h.full, Delivery::Session).await;
+                }
                 if carbon.is_some() {
                     got.push(h.conn_id);
                 }
@@ -232,7 +298,11 @@ async fn link_offline(
 ) -> Result<(), StanzaError> {
     let max = server.config.limits.max_offline_per_account;
     let r = server.storage.link_offline(bare, id, max).await;
-    offline_stored(server, bare, el, r)
+    let r = offline_stored(server, bare, el, r);
+    if r.is_ok() {
+        audit_delivered(server, el, bare, Delivery::Stored).await;
+    }
+    r
 }
 
 /// Maps the result of storing an offline message, and notes the account as holding some.
@@ -289,7 +359,11 @@ pub async fn store_offline(
     let xml = el.to_xml(ns::CLIENT);
     let max = server.config.limits.max_offline_per_account;
     let r = server.storage.push_offline(bare, &id, &xml, ms, max).await;
-    offline_stored(server, bare, &el, r)
+    let r = offline_stored(server, bare, &el, r);
+    if r.is_ok() {
+        audit_delivered(server, &el, bare, Delivery::Stored).await;
+    }
+    r
 }
 
 /// A message that was queued for a session that ended before writing it: deliver it to the
@@ -357,6 +431,7 @@ pub async fn deliver_offline(ctx: &mut Ctx<'_>) {
                 .with_attr("stamp", stamp)
                 .with_text("Offline Storage"),
         );
+        audit_delivered(ctx.server, &el, ctx.full(), Delivery::FromStorage).await;
         ctx.to_self.push(el);
     }
     ctx.after_flush.push(AfterFlush::DeleteOffline(last));

@@ -2,6 +2,8 @@
 //! and rate-limited per address when on; changing one's password and removing one's account
 //! work for every authenticated user.
 
+use crate::audit::event::{AccountChange, Actor, Event};
+
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -22,6 +24,11 @@ fn error_reply(el: &Element, e: StanzaError) -> Element {
 
 fn field(q: &Element, name: &str) -> Option<String> {
     q.get_child(name, ns::REGISTER).map(|e| e.text())
+}
+/// The error for an account change refused because it could not be audited.
+fn unaudited() -> StanzaError {
+    StanzaError::new(StanzaCondition::InternalServerError)
+        .with_text("the server cannot record account changes at the moment; try again later")
 }
 
 /// Makes SCRAM-SHA-1 and SCRAM-SHA-256 credentials for `password` (PBKDF2 runs off the async
@@ -98,6 +105,9 @@ pub async fn handle_pre_auth(
                         .with_text("that user name is not allowed"),
                 );
             }
+            if !server.audit.available() {
+                return error_reply(el, unaudited());
+            }
             let creds = match make_credentials(pw, server.config.c2s.sasl_iterations).await {
                 Ok(c) => c,
                 Err(e) => return error_reply(el, e),
@@ -108,6 +118,14 @@ pub async fn handle_pre_auth(
                 .await
             {
                 Ok(()) => {
+                    let ev = Event::AccountCreated {
+                        account: bare.to_string(),
+                        by: Actor::Account {
+                            jid: bare.to_string(),
+                            ip,
+                        },
+                    };
+                    let _ = server.audit.record_durable(ev).await;
                     tracing::info!(account = %bare, %ip, "account registered in-band");
                     iq_result(el, None)
                 }
@@ -147,8 +165,20 @@ pub async fn handle_bound(ctx: &mut Ctx<'_>, el: Element) {
             ctx.to_self.push(iq_result(&el, Some(q)));
         }
         Some("set") if q.has_child("remove", ns::REGISTER) => {
+            if !server.audit.available() {
+                ctx.reply_error(&el, unaudited());
+                return;
+            }
             match server.storage.delete_account(&bare).await {
                 Ok(_) => {
+                    let ev = Event::AccountDeleted {
+                        account: bare.clone(),
+                        by: Actor::Account {
+                            jid: ctx.full().to_owned(),
+                            ip: ctx.sess.peer.ip(),
+                        },
+                    };
+                    let _ = server.audit.record_durable(ev).await;
                     tracing::info!(account = %bare, "account removed by its user");
                     server.blocklists.remove(&bare);
                     ctx.to_self.push(iq_result(&el, None));
@@ -188,6 +218,10 @@ pub async fn handle_bound(ctx: &mut Ctx<'_>, el: Element) {
                 );
                 return;
             }
+            if !server.audit.available() {
+                ctx.reply_error(&el, unaudited());
+                return;
+            }
             let creds = match make_credentials(pw, server.config.c2s.sasl_iterations).await {
                 Ok(c) => c,
                 Err(e) => {
@@ -197,6 +231,15 @@ pub async fn handle_bound(ctx: &mut Ctx<'_>, el: Element) {
             };
             match server.storage.set_credentials(&bare, &creds).await {
                 Ok(()) => {
+                    let ev = Event::AccountChanged {
+                        account: bare.clone(),
+                        change: AccountChange::Password,
+                        by: Actor::Account {
+                            jid: ctx.full().to_owned(),
+                            ip: ctx.sess.peer.ip(),
+                        },
+                    };
+                    let _ = server.audit.record_durable(ev).await;
                     tracing::info!(account = %bare, "password changed in-band");
                     ctx.to_self.push(iq_result(&el, None));
                 }

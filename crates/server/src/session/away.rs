@@ -107,7 +107,8 @@ impl Live {
             req.refuse(f);
             return None;
         }
-        let ResumeRequest { stream, .. } = req;
+        let ResumeRequest { stream, peer, .. } = req;
+        self.sess.peer = peer;
         // Dropping `refuse` tells the negotiation that the stream was taken.
         let s = stream.downcast::<XmlStream<S>>().ok()?;
         self.resume_pending = true;
@@ -151,6 +152,15 @@ impl Live {
         }
         // A ping sent on the old connection will not be answered on this one.
         self.sess.pending_ping = None;
+        let ev = crate::audit::Event::SessionBound {
+            session: self.sess.handle.full.clone(),
+            ip: self.sess.peer.ip(),
+            resumed: true,
+        };
+        if self.server.audit.record(ev).await.is_err() {
+            // Refused like a new binding would be: the client may try again later.
+            return Err(std::io::Error::other("the resumption could not be audited"));
+        }
         tracing::info!(session = %self.sess.handle.full, retransmitted = n, "session resumed");
         s.flush().await
     }
@@ -190,6 +200,11 @@ impl Live {
                 requeued += undelivered(&server, *el).await;
             }
         }
+        let ev = crate::audit::Event::SessionUnbound {
+            session: handle.full.clone(),
+        };
+        // The session is over either way; a refusal is logged by the audit handle.
+        let _ = server.audit.record(ev).await;
         tracing::info!(session = %handle.full, requeued, "session ended");
     }
 }

@@ -34,6 +34,8 @@ pub struct ResumeRequest {
     pub stream: Box<dyn Any + Send>,
     /// The client's `h`: stanzas from the server it handled.
     pub h: Option<u32>,
+    /// The new connection's client address.
+    pub peer: std::net::SocketAddr,
     /// Where a refused stream goes back, with the `<failed/>` to send on it. Dropping this
     /// without sending means the session took the stream.
     pub refuse: oneshot::Sender<Refusal>,
@@ -122,6 +124,7 @@ pub async fn negotiate<S>(
     mut s: XmlStream<S>,
     bare: &str,
     el: &Element,
+    peer: std::net::SocketAddr,
 ) -> Option<XmlStream<S>>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -148,6 +151,7 @@ where
     let req = ResumeRequest {
         stream: Box::new(s),
         h,
+        peer,
         refuse,
     };
     let back = match tx.try_send(req) {

@@ -10,6 +10,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use tokio::io::{AsyncRead, AsyncWrite};
 use zorg_proto::{Element, StreamCondition, StreamError, ns};
 
+use crate::audit::Event;
 use crate::modules::register;
 use crate::sasl::{self, ChannelBindings, Mechanism, SaslFailure, ScramServer};
 use crate::server::Server;
@@ -75,7 +76,25 @@ pub(crate) async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
         let el = next_element(s).await?;
         if el.is("auth", ns::SASL) {
             let mut account = None;
-            match attempt(a, s, &el, &mut account).await {
+            let mechanism = el
+                .attr("mechanism")
+                .and_then(Mechanism::parse)
+                .filter(|m| a.offered.contains(m));
+            let mut r = attempt(a, s, &el, &mut account).await;
+            let mut unaudited = false;
+            if let (Ok((bare, _)), Some(m)) = (&r, mechanism) {
+                // NEN 7513: a login that cannot be recorded does not happen.
+                let ev = Event::AuthSucceeded {
+                    account: bare.clone(),
+                    mechanism: m.into(),
+                    ip: peer.ip(),
+                };
+                if server.audit.record_durable(ev).await.is_err() {
+                    unaudited = true;
+                    r = Err(AttemptError::Failure(SaslFailure::TemporaryAuthFailure));
+                }
+            }
+            match r {
                 Ok((bare, success)) => {
                     server.failures_by_account.clear(&bare);
                     s.queue_raw(&success);
@@ -85,6 +104,14 @@ pub(crate) async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
                 }
                 Err(AttemptError::Gone) => return None,
                 Err(AttemptError::Failure(f)) => {
+                    let ev = Event::AuthFailed {
+                        account: account.clone(),
+                        mechanism: mechanism.map(Into::into),
+                        ip: peer.ip(),
+                        reason: f.into(),
+                    };
+                    // Refused or not, the attempt already failed.
+                    let _ = server.audit.record(ev).await;
                     if f != SaslFailure::Aborted && f != SaslFailure::TemporaryAuthFailure {
                         server.failures_by_ip.record(&peer.ip());
                         if let Some(a) = &account {
@@ -94,7 +121,11 @@ pub(crate) async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
                     tracing::info!(%peer, account = account.as_deref().unwrap_or("-"), condition = f.element_name(), "authentication failed");
                     let mut fail = Element::new("failure", ns::SASL)
                         .with_child(Element::new(f.element_name(), ns::SASL));
-                    if f == SaslFailure::TemporaryAuthFailure {
+                    if unaudited {
+                        fail.push_child(Element::new("text", ns::SASL).with_text(
+                            "the server cannot record logins at the moment; try again later",
+                        ));
+                    } else if f == SaslFailure::TemporaryAuthFailure {
                         fail.push_child(Element::new("text", ns::SASL).with_text(
                             "too many failed attempts; wait a few minutes and try again",
                         ));

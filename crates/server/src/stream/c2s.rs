@@ -12,6 +12,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use zorg_proto::{Element, Frame, StanzaCondition, StanzaError, StreamCondition, StreamError, ns};
 
+use crate::audit::Event;
 use crate::router::{BindError, Outbound, SESSION_QUEUE, SessionHandle};
 use crate::sasl::{ChannelBindings, Mechanism};
 use crate::server::Server;
@@ -99,7 +100,9 @@ async fn negotiate(
         match bind(server, &mut s, &bare, peer, &lang).await? {
             BindStep::Bound(bound) => return Some((s, bound)),
             // XEP-0198 §5: resume instead of binding; on failure the client may still bind.
-            BindStep::Resume(el) => s = crate::sm::resume::negotiate(server, s, &bare, &el).await?,
+            BindStep::Resume(el) => {
+                s = crate::sm::resume::negotiate(server, s, &bare, &el, peer).await?
+            }
         }
     }
 }
@@ -393,6 +396,21 @@ async fn bind<S: AsyncRead + AsyncWrite + Unpin>(
                     }
                     continue;
                 }
+            }
+            let ev = Event::SessionBound {
+                session: handle.full.clone(),
+                ip: peer.ip(),
+                resumed: false,
+            };
+            if server.audit.record(ev).await.is_err() {
+                server.router.unbind(bare, handle.conn_id);
+                let e = StanzaError::new(StanzaCondition::InternalServerError)
+                    .with_text("the server cannot record sessions at the moment; try again later");
+                if let Some(r) = e.reply_to(&el) {
+                    s.queue(&r);
+                    s.flush().await.ok()?;
+                }
+                continue;
             }
             let mut result = Element::new("iq", ns::CLIENT).with_attr("type", "result");
             if let Some(id) = el.attr("id") {

@@ -143,6 +143,14 @@ pub async fn archive(
         return None;
     }
     if let Some((target, version)) = retraction_target(el) {
+        let by = if outgoing { owner } else { with_bare.as_str() };
+        let ev = crate::audit::Event::ArchiveRetracted {
+            archive: owner.to_owned(),
+            by: by.to_owned(),
+            message: crate::audit::event::cut(&target),
+        };
+        // The retraction request is archived already; its application is what is recorded.
+        let _ = server.audit.record(ev).await;
         let retraction_id = el.attr("id").map(str::to_owned);
         let r = Retraction {
             owner: owner.to_owned(),

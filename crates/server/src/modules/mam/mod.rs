@@ -9,6 +9,9 @@ pub mod archiving;
 pub mod form;
 pub mod retention;
 
+use crate::audit::Event;
+use crate::audit::event::cut;
+use crate::audit::record::timestamp;
 use std::sync::Arc;
 
 use zorg_proto::jid::Jid;
@@ -81,6 +84,22 @@ async fn query(ctx: &mut Ctx<'_>, el: &Element) -> Result<Option<Element>, Stanz
         }
         Err(e) => return Err(internal(e)),
     };
+    // NEN 7513: reading an archive is access to personal data; unrecorded, it is not served.
+    let ev = Event::ArchiveQueried {
+        by: ctx.full().to_owned(),
+        archive: owner.clone(),
+        with: q.archive.with.as_ref().map(|(bare, res)| match res {
+            Some(r) => cut(&format!("{bare}/{r}")),
+            None => cut(bare),
+        }),
+        start: q.archive.start.map(timestamp),
+        end: q.archive.end.map(timestamp),
+        results: u32::try_from(page.entries.len()).unwrap_or(u32::MAX),
+    };
+    if ctx.server.audit.record(ev).await.is_err() {
+        return Err(StanzaError::new(StanzaCondition::InternalServerError)
+            .with_text("the server cannot record archive reads at the moment; try again later"));
+    }
     let mut entries = page.entries;
     if q.flip {
         entries.reverse();

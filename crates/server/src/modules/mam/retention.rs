@@ -41,6 +41,12 @@ pub async fn expire(server: Arc<Server>) {
                 tokio::task::yield_now().await;
             }
             if total > 0 {
+                let ev = crate::audit::Event::ArchiveDeleted {
+                    archive: d.name.clone(),
+                    reason: crate::audit::event::ArchiveDeletion::Expired,
+                    count: total,
+                };
+                let _ = server.audit.record(ev).await;
                 tracing::info!(domain = %d.name, messages = total, "expired archived messages deleted");
             }
         }

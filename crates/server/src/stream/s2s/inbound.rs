@@ -5,6 +5,8 @@
 //! Negotiation runs under `[limits] pre_auth_timeout` and holds a permit of the federation's own
 //! cap on unauthenticated links, so that hostile peers cannot crowd out clients or each other.
 
+use crate::audit::Event;
+use crate::audit::event::{CertRef, Direction, LinkAuth, LinkRefusal, cut};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -90,6 +92,15 @@ async fn negotiate(
     let dialback = server.config.federation.dialback;
     match &verdict {
         Err(refusal) if !fed.dialback_overrides(refusal.reason) => {
+            let ev = Event::S2sRefused {
+                peer: cut(&peers.from),
+                local: peers.to.clone(),
+                direction: Direction::Inbound,
+                reason: LinkRefusal::from_label(refusal.reason),
+                ip: Some(peer.ip()),
+                certificate: CertRef::of(&chain),
+            };
+            let _ = server.audit.record(ev).await;
             tracing::warn!(%peer, remote = %peers.from, local = %peers.to, reason = refusal.reason,
                 "inbound s2s link refused: {}", refusal.sentence);
             // No SASL mechanism is offered; the stream error tells the peer's operator why.
@@ -120,6 +131,7 @@ async fn negotiate(
     }
     s.queue_features(&features);
     s.flush().await.ok()?;
+    let chain_copy = chain.clone();
     let mut link =
         dialback::Inbound::new(server.clone(), fed.clone(), peer, peers.id.clone(), chain);
     let auth = next_element(&mut s).await?;
@@ -145,7 +157,33 @@ async fn negotiate(
         );
         s.fail(&StreamError::new(StreamCondition::NotAuthorized))
             .await;
+        let ev = Event::S2sRefused {
+            peer: cut(&peers.from),
+            local: peers.to.clone(),
+            direction: Direction::Inbound,
+            reason: LinkRefusal::BadSasl,
+            ip: Some(peer.ip()),
+            certificate: CertRef::of(&chain_copy),
+        };
+        let _ = server.audit.record(ev).await;
         tracing::warn!(%peer, remote = %peers.from, "inbound s2s link refused: bad SASL EXTERNAL request");
+        return None;
+    }
+    let ev = Event::S2sAccepted {
+        peer: cut(&peers.from),
+        local: peers.to.clone(),
+        direction: Direction::Inbound,
+        method: LinkAuth::Certificate,
+        ip: Some(peer.ip()),
+        certificate: CertRef::of(&chain_copy),
+    };
+    if server.audit.record_durable(ev).await.is_err() {
+        // NEN 7513: a link that cannot be recorded is not opened.
+        s.queue_raw(
+            b"<failure xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><temporary-auth-failure/></failure>",
+        );
+        s.fail(&StreamError::new(StreamCondition::InternalServerError))
+            .await;
         return None;
     }
     s.queue_raw(b"<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>");

@@ -2,6 +2,8 @@
 //! verification of `<db:result/>` keys with the sender's authoritative server, and the answers
 //! to `<db:verify/>`.
 
+use crate::audit::Event;
+use crate::audit::event::{CertRef, Direction, LinkAuth, LinkRefusal, cut};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -201,6 +203,7 @@ impl Inbound {
             .check(PeerRole::Inbound, &self.chain, from, UnixTime::now())
             .err();
         if let Some(r) = refusal.as_ref().filter(|r| !overridable(r.reason)) {
+            self.audit_refused(from, to, LinkRefusal::from_label(r.reason));
             tracing::warn!(peer = %self.peer, remote = %from, local = %to, reason = r.reason,
                 "inbound dialback refused: {}", r.sentence);
             return Err(Answer::Error("not-authorized", "auth"));
@@ -230,6 +233,19 @@ impl Inbound {
         }
     }
 
+    /// Records a refused dialback request from `from` for `to`.
+    fn audit_refused(&self, from: &str, to: &str, reason: LinkRefusal) {
+        let ev = Event::S2sRefused {
+            peer: cut(from),
+            local: cut(to),
+            direction: Direction::Inbound,
+            reason,
+            ip: Some(self.peer.ip()),
+            certificate: CertRef::of(&self.chain),
+        };
+        let _ = self.server.audit.record_now(ev);
+    }
+
     /// Tells the peer what came of a verification and authorises the pair when it is valid.
     /// An invalid key ends the link (XEP-0220 §2.2.1: "MUST close the XML stream").
     pub fn settle<S: AsyncRead + AsyncWrite + Unpin>(
@@ -241,6 +257,18 @@ impl Inbound {
         s.queue_raw(&element("result", to, from, None, Body::Answer(&v.answer)));
         match &v.answer {
             Answer::Valid => {
+                let ev = Event::S2sAccepted {
+                    peer: cut(from),
+                    local: to.clone(),
+                    direction: Direction::Inbound,
+                    method: LinkAuth::Dialback,
+                    ip: Some(peer.ip()),
+                    certificate: CertRef::of(&self.chain),
+                };
+                if self.server.audit.record_now(ev).is_err() {
+                    // NEN 7513: a link that cannot be recorded is not opened.
+                    return Err(StreamError::new(StreamCondition::InternalServerError));
+                }
                 match &v.refusal {
                     Some(r) => {
                         tracing::warn!(%peer, remote = %from, local = %to, reason = r.reason,
@@ -254,6 +282,7 @@ impl Inbound {
                 Ok(())
             }
             Answer::Invalid => {
+                self.audit_refused(from, to, LinkRefusal::Dialback);
                 tracing::warn!(%peer, remote = %from, local = %to, reason = "dialback-invalid",
                     "inbound s2s link refused: the authoritative server of {from} says the dialback key is not genuine");
                 Err(StreamError::new(StreamCondition::NotAuthorized)
