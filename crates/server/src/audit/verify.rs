@@ -285,3 +285,7 @@ fn check_checkpoint(c: &Checkpoint, r: &record::Record, trusted: &[String]) -> R
     }
     Ok(())
 }
+
+#[cfg(test)]
+#[path = "verify_tests.rs"]
+mod tests;
