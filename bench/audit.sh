@@ -62,7 +62,7 @@ TOML
         local t0=$SECONDS
         "$ZORG" audit verify --config "$d/zorg.toml" | tail -n 2
         echo "verify took $((SECONDS - t0)) s"
-    fi""
+    fi
 }
 
 run false

@@ -41,7 +41,10 @@ async fn find(dir: &Path, what: &str, f: impl Fn(&Event) -> bool) -> Record {
         if let Some(r) = records(dir).into_iter().find(|r| f(&r.event)) {
             return r;
         }
-        assert!(tokio::time::Instant::now() < deadline, "not in the audit log: {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not in the audit log: {what}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -54,12 +57,20 @@ async fn stop_and_check(mut t: TestServer, secret: &str) -> Vec<Record> {
     t.running.take().unwrap().shutdown().await;
     let recs = records(&dir);
     let n = recs.len();
-    assert!(matches!(recs[n - 2].event, Event::ServerStopped {}), "{:?}", recs[n - 2]);
+    assert!(
+        matches!(recs[n - 2].event, Event::ServerStopped {}),
+        "{:?}",
+        recs[n - 2]
+    );
     assert!(matches!(recs[n - 1].event, Event::Checkpoint(_)));
     let signer = Signer::load(&key).unwrap();
     let rep = verify::verify(&dir, None, &[signer.public_key().to_owned()]).unwrap();
     assert!(rep.problems.is_empty(), "{:?}", rep.problems);
-    assert_eq!(rep.unsigned(), 0, "the shutdown checkpoint covers everything");
+    assert_eq!(
+        rep.unsigned(),
+        0,
+        "the shutdown checkpoint covers everything"
+    );
     for (_, p) in log::segments(&dir).unwrap() {
         let text = std::fs::read_to_string(p).unwrap();
         assert!(!text.contains(secret), "a message body is in the audit log");
@@ -79,17 +90,33 @@ async fn logins_sessions_messages_and_archive_reads_are_recorded() {
     let first = records(&dir);
     assert!(matches!(first[0].event, Event::ServerStarted { .. }));
     find(&dir, "signing key created", |e| {
-        matches!(e, Event::KeyChanged { key: KeyKind::AuditSigningKey, .. })
+        matches!(
+            e,
+            Event::KeyChanged {
+                key: KeyKind::AuditSigningKey,
+                ..
+            }
+        )
     })
     .await;
     find(&dir, "KEK created", |e| {
-        matches!(e, Event::KeyChanged { key: KeyKind::KeyEncryptionKey, .. })
+        matches!(
+            e,
+            Event::KeyChanged {
+                key: KeyKind::KeyEncryptionKey,
+                ..
+            }
+        )
     })
     .await;
 
     // A wrong password.
     let mut c = Client::connect_starttls(t.starttls, "localhost").await;
-    assert!(c.auth_scram("alice", "wrong", Scram::Sha256, None).await.is_err());
+    assert!(
+        c.auth_scram("alice", "wrong", Scram::Sha256, None)
+            .await
+            .is_err()
+    );
     find(&dir, "failed login", |e| {
         matches!(e, Event::AuthFailed { account: Some(a), mechanism: Some(AuthMechanism::ScramSha256), ip, reason: AuthFailure::NotAuthorized }
             if a == "alice@localhost" && ip.is_loopback())
@@ -99,9 +126,11 @@ async fn logins_sessions_messages_and_archive_reads_are_recorded() {
     let mut alice = t.login("alice", "desk").await;
     let mut bob = t.login("bob", "pc").await;
     bob.available().await;
-    find(&dir, "alice's login", |e| {
-        matches!(e, Event::AuthSucceeded { account, .. } if account == "alice@localhost")
-    })
+    find(
+        &dir,
+        "alice's login",
+        |e| matches!(e, Event::AuthSucceeded { account, .. } if account == "alice@localhost"),
+    )
     .await;
     find(&dir, "alice's session", |e| {
         matches!(e, Event::SessionBound { session, resumed: false, .. } if session == "alice@localhost/desk")
@@ -118,18 +147,35 @@ async fn logins_sessions_messages_and_archive_reads_are_recorded() {
         )
         .await;
     bob.expect("m1", |e| e.attr("id") == Some("m1")).await;
-    let acc = find(&dir, "m1 accepted", |e| {
-        matches!(e, Event::MessageAccepted { id: Some(i), .. } if i == "m1")
-    })
+    let acc = find(
+        &dir,
+        "m1 accepted",
+        |e| matches!(e, Event::MessageAccepted { id: Some(i), .. } if i == "m1"),
+    )
     .await;
-    let Event::MessageAccepted { from, to, kind, size, labels, peer, .. } = acc.event else {
+    let Event::MessageAccepted {
+        from,
+        to,
+        kind,
+        size,
+        labels,
+        peer,
+        ..
+    } = acc.event
+    else {
         unreachable!()
     };
-    assert_eq!((from.as_str(), to.as_str()), ("alice@localhost/desk", "bob@localhost"));
+    assert_eq!(
+        (from.as_str(), to.as_str()),
+        ("alice@localhost/desk", "bob@localhost")
+    );
     assert_eq!((kind, peer), (MessageKind::Chat, None));
     assert!(size > 100, "{size}");
     assert_eq!(labels[0].marking.as_deref(), Some("RESTRICTED"));
-    assert_eq!(labels[0].scheme.as_deref(), Some("urn:xmpp:sec-label:ess:0"));
+    assert_eq!(
+        labels[0].scheme.as_deref(),
+        Some("urn:xmpp:sec-label:ess:0")
+    );
     find(&dir, "m1 delivered", |e| {
         matches!(e, Event::MessageDelivered { id: Some(i), to, how: Delivery::Session, .. }
             if i == "m1" && to == "bob@localhost/pc")
@@ -138,7 +184,9 @@ async fn logins_sessions_messages_and_archive_reads_are_recorded() {
 
     // Carol is offline: stored, then written at her login.
     alice
-        .send("<message to='carol@localhost' type='chat' id='m2'><body>SECRET-BODY</body></message>")
+        .send(
+            "<message to='carol@localhost' type='chat' id='m2'><body>SECRET-BODY</body></message>",
+        )
         .await;
     find(&dir, "m2 stored", |e| {
         matches!(e, Event::MessageDelivered { id: Some(i), to, how: Delivery::Stored, .. }
@@ -156,9 +204,13 @@ async fn logins_sessions_messages_and_archive_reads_are_recorded() {
 
     // Nobody there: the bounce.
     alice
-        .send("<message to='nobody@localhost' type='chat' id='m3'><body>SECRET-BODY</body></message>")
+        .send(
+            "<message to='nobody@localhost' type='chat' id='m3'><body>SECRET-BODY</body></message>",
+        )
         .await;
-    alice.expect("m3's bounce", |e| e.attr("id") == Some("m3")).await;
+    alice
+        .expect("m3's bounce", |e| e.attr("id") == Some("m3"))
+        .await;
     find(&dir, "m3 bounced", |e| {
         matches!(e, Event::MessageBounced { id: Some(i), condition, .. }
             if i == "m3" && condition == "service-unavailable")
@@ -169,9 +221,23 @@ async fn logins_sessions_messages_and_archive_reads_are_recorded() {
     t.server().storage.flush_archive().await;
     let (items, _) = common::mam::query(&mut alice, "q1", "").await;
     assert!(!items.is_empty());
-    let q = find(&dir, "archive read", |e| matches!(e, Event::ArchiveQueried { .. })).await;
-    let Event::ArchiveQueried { by, archive, results, .. } = q.event else { unreachable!() };
-    assert_eq!((by.as_str(), archive.as_str()), ("alice@localhost/desk", "alice@localhost"));
+    let q = find(&dir, "archive read", |e| {
+        matches!(e, Event::ArchiveQueried { .. })
+    })
+    .await;
+    let Event::ArchiveQueried {
+        by,
+        archive,
+        results,
+        ..
+    } = q.event
+    else {
+        unreachable!()
+    };
+    assert_eq!(
+        (by.as_str(), archive.as_str()),
+        ("alice@localhost/desk", "alice@localhost")
+    );
     assert_eq!(results as usize, items.len());
 
     // Alice retracts m1: in her archive and in bob's, by her.
@@ -211,19 +277,26 @@ async fn logins_sessions_messages_and_archive_reads_are_recorded() {
     .await;
     let mut dave = t.login("dave", "x").await;
     let r = dave
-        .iq("<iq type='set' id='rm'><query xmlns='jabber:iq:register'><remove/></query></iq>", "rm")
+        .iq(
+            "<iq type='set' id='rm'><query xmlns='jabber:iq:register'><remove/></query></iq>",
+            "rm",
+        )
         .await;
     assert_eq!(r.attr("type"), Some("result"));
-    find(&dir, "removal", |e| {
-        matches!(e, Event::AccountDeleted { account, .. } if account == "dave@localhost")
-    })
+    find(
+        &dir,
+        "removal",
+        |e| matches!(e, Event::AccountDeleted { account, .. } if account == "dave@localhost"),
+    )
     .await;
 
     // Alice leaves.
     alice.send("</stream:stream>").await;
-    find(&dir, "alice's session ended", |e| {
-        matches!(e, Event::SessionUnbound { session } if session == "alice@localhost/desk")
-    })
+    find(
+        &dir,
+        "alice's session ended",
+        |e| matches!(e, Event::SessionUnbound { session } if session == "alice@localhost/desk"),
+    )
     .await;
     drop((bob, carol, dave, c, d));
     let recs = stop_and_check(t, "SECRET-BODY").await;
@@ -265,16 +338,30 @@ async fn a_changed_configuration_and_archive_retention_are_recorded_at_the_next_
     c2.archive.expiry = "1d".parse().unwrap();
     let t = TestServer::start_config(c2, dir.clone()).await;
     let adir = audit_dir(&t);
-    let ch = find(&adir, "config change", |e| matches!(e, Event::ConfigChanged { .. })).await;
-    let Event::ConfigChanged { previous_sha256, config_sha256 } = ch.event else { unreachable!() };
-    assert_ne!(previous_sha256, config_sha256);
-    find(&adir, "expiry", |e| {
-        matches!(e, Event::ArchiveDeleted { archive, count: 1, .. } if archive == "localhost")
+    let ch = find(&adir, "config change", |e| {
+        matches!(e, Event::ConfigChanged { .. })
     })
+    .await;
+    let Event::ConfigChanged {
+        previous_sha256,
+        config_sha256,
+    } = ch.event
+    else {
+        unreachable!()
+    };
+    assert_ne!(previous_sha256, config_sha256);
+    find(
+        &adir,
+        "expiry",
+        |e| matches!(e, Event::ArchiveDeleted { archive, count: 1, .. } if archive == "localhost"),
+    )
     .await;
     // Two starts, two stops, one chain.
     let recs = stop_and_check(t, "never-sent").await;
-    let starts = recs.iter().filter(|r| matches!(r.event, Event::ServerStarted { .. })).count();
+    let starts = recs
+        .iter()
+        .filter(|r| matches!(r.event, Event::ServerStarted { .. }))
+        .count();
     assert_eq!(starts, 2);
 }
 
@@ -327,7 +414,9 @@ async fn links_with_other_servers_are_recorded_accepted_and_refused() {
     alice
         .send("<message to='bob@b.test' type='chat' id='f2'><body>SECRET-BODY</body></message>")
         .await;
-    alice.expect("f2's bounce", |e| e.attr("id") == Some("f2")).await;
+    alice
+        .expect("f2's bounce", |e| e.attr("id") == Some("f2"))
+        .await;
     let adir = audit_dir(&a);
     find(&adir, "outbound refusal", |e| {
         matches!(e, Event::S2sRefused { peer, direction: Direction::Outbound, reason: LinkRefusal::UntrustedRoot, .. } if peer == "b.test")
@@ -356,11 +445,15 @@ fn hold_lock(dir: &Path) -> std::fs::File {
 /// error for the message arrives before the ping's answer. Returns the error condition, if any.
 async fn send_and_see(alice: &mut Client, id: &str) -> Option<String> {
     alice
-        .send(&format!("<message to='bob@localhost' type='chat' id='{id}'><body>x</body></message>"))
+        .send(&format!(
+            "<message to='bob@localhost' type='chat' id='{id}'><body>x</body></message>"
+        ))
         .await;
     let ping = format!("ping-{id}");
     alice
-        .send(&format!("<iq type='get' id='{ping}'><ping xmlns='urn:xmpp:ping'/></iq>"))
+        .send(&format!(
+            "<iq type='get' id='{ping}'><ping xmlns='urn:xmpp:ping'/></iq>"
+        ))
         .await;
     let mut refused = None;
     loop {
@@ -399,22 +492,31 @@ async fn when_the_log_cannot_be_written_acts_are_refused_and_nothing_queued_is_l
     assert_eq!(until_refused(&mut alice).await, "internal-server-error");
     // A new login is refused too, with a temporary failure.
     let mut c = Client::connect_starttls(t.starttls, "localhost").await;
-    let e = c.auth_scram("bob", "pass", Scram::Sha256, None).await.unwrap_err();
+    let e = c
+        .auth_scram("bob", "pass", Scram::Sha256, None)
+        .await
+        .unwrap_err();
     assert!(e.contains("temporary-auth-failure"), "{e}");
     // The disk (here: the lock) comes back: what was queued meanwhile is written, in order,
     // and messages flow again.
     drop(lock);
     let mut k = 0;
-    while send_and_see(&mut alice, &format!("after{k}")).await.is_some() {
+    while send_and_see(&mut alice, &format!("after{k}"))
+        .await
+        .is_some()
+    {
         k += 1;
         assert!(k < 50, "messages still refused after the log came back");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let after = format!("after{k}");
-    bob.expect("after", |e| e.attr("id") == Some(after.as_str())).await;
-    find(&dir, "the first message of the outage", |e| {
-        matches!(e, Event::MessageAccepted { id: Some(i), .. } if i == "w0")
-    })
+    bob.expect("after", |e| e.attr("id") == Some(after.as_str()))
+        .await;
+    find(
+        &dir,
+        "the first message of the outage",
+        |e| matches!(e, Event::MessageAccepted { id: Some(i), .. } if i == "w0"),
+    )
     .await;
     drop((alice, bob, c));
     stop_and_check(t, "never-sent").await;
@@ -436,9 +538,14 @@ async fn with_on_failure_continue_the_server_serves_on_unaudited() {
     let lock = hold_lock(&dir);
     for i in 0..10 {
         alice
-            .send(&format!("<message to='bob@localhost' type='chat' id='c{i}'><body>x</body></message>"))
+            .send(&format!(
+                "<message to='bob@localhost' type='chat' id='c{i}'><body>x</body></message>"
+            ))
             .await;
-        bob.expect("delivered", |e| e.attr("id") == Some(format!("c{i}").as_str())).await;
+        bob.expect("delivered", |e| {
+            e.attr("id") == Some(format!("c{i}").as_str())
+        })
+        .await;
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     drop(lock);

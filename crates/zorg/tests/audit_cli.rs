@@ -38,13 +38,43 @@ fn operators_acts_are_audited_and_the_log_verifies_exports_and_catches_tampering
         assert!(out.status.success(), "{args:?}: {}", stderr(&out));
         out
     };
-    ok(&["user", "add", "alice@localhost", "-c", config, "--password-stdin"], "pw\n");
-    ok(&["user", "add", "bob@localhost", "-c", config, "--password-stdin"], "pw\n");
+    ok(
+        &[
+            "user",
+            "add",
+            "alice@localhost",
+            "-c",
+            config,
+            "--password-stdin",
+        ],
+        "pw\n",
+    );
+    ok(
+        &[
+            "user",
+            "add",
+            "bob@localhost",
+            "-c",
+            config,
+            "--password-stdin",
+        ],
+        "pw\n",
+    );
     // The server makes the checkpoint key at its first start; here the test does, so that
     // the commands below sign what they write.
     let key = cwd.join("data/audit-signing.key");
     zorg_server::audit::sign::Signer::load_or_create(&key).unwrap();
-    ok(&["user", "passwd", "alice@localhost", "-c", config, "--password-stdin"], "pw2\n");
+    ok(
+        &[
+            "user",
+            "passwd",
+            "alice@localhost",
+            "-c",
+            config,
+            "--password-stdin",
+        ],
+        "pw2\n",
+    );
     ok(&["user", "list", "-c", config], "");
     ok(&["user", "del", "bob@localhost", "-c", config], "");
     ok(&["keys", "status", "-c", config], "");
@@ -55,23 +85,40 @@ fn operators_acts_are_audited_and_the_log_verifies_exports_and_catches_tampering
     let has = |what: &str, f: &dyn Fn(&Event) -> bool| {
         assert!(recs.iter().any(|r| f(&r.event)), "no {what} in {recs:#?}");
     };
-    has("alice created", &|e| {
-        matches!(e, Event::AccountCreated { account, by } if account == "alice@localhost" && by_cli(by))
-    });
-    has("password change", &|e| {
-        matches!(e, Event::AccountChanged { account, by, .. } if account == "alice@localhost" && by_cli(by))
-    });
-    has("list", &|e| {
-        matches!(e, Event::AdminAction { action: AdminCommand::UserList, by, .. } if by_cli(by))
-    });
-    has("bob deleted", &|e| {
-        matches!(e, Event::AccountDeleted { account, .. } if account == "bob@localhost")
-    });
+    has(
+        "alice created",
+        &|e| matches!(e, Event::AccountCreated { account, by } if account == "alice@localhost" && by_cli(by)),
+    );
+    has(
+        "password change",
+        &|e| matches!(e, Event::AccountChanged { account, by, .. } if account == "alice@localhost" && by_cli(by)),
+    );
+    has(
+        "list",
+        &|e| matches!(e, Event::AdminAction { action: AdminCommand::UserList, by, .. } if by_cli(by)),
+    );
+    has(
+        "bob deleted",
+        &|e| matches!(e, Event::AccountDeleted { account, .. } if account == "bob@localhost"),
+    );
     has("key status", &|e| {
-        matches!(e, Event::AdminAction { action: AdminCommand::KeysStatus, .. })
+        matches!(
+            e,
+            Event::AdminAction {
+                action: AdminCommand::KeysStatus,
+                ..
+            }
+        )
     });
     has("rotation", &|e| {
-        matches!(e, Event::KeyChanged { key: KeyKind::DataKey, change: KeyChange::Rotated, .. })
+        matches!(
+            e,
+            Event::KeyChanged {
+                key: KeyKind::DataKey,
+                change: KeyChange::Rotated,
+                ..
+            }
+        )
     });
     assert!(recs.iter().any(|r| matches!(r.event, Event::Checkpoint(_))));
 
@@ -80,11 +127,28 @@ fn operators_acts_are_audited_and_the_log_verifies_exports_and_catches_tampering
     let public = cwd.join("auditor.pub");
     std::fs::write(&public, stdout(&out)).unwrap();
     let public = public.to_str().unwrap();
-    let out = ok(&["audit", "verify", "-c", config, "--public-key", public], "");
-    assert!(stdout(&out).contains("OK: no record was changed"), "{}", stdout(&out));
+    let out = ok(
+        &["audit", "verify", "-c", config, "--public-key", public],
+        "",
+    );
+    assert!(
+        stdout(&out).contains("OK: no record was changed"),
+        "{}",
+        stdout(&out)
+    );
 
     // Export: alice's view as JSON lines (as stored) and as FHIR; the export is itself recorded.
-    let out = ok(&["audit", "export", "-c", config, "--account", "alice@localhost"], "");
+    let out = ok(
+        &[
+            "audit",
+            "export",
+            "-c",
+            config,
+            "--account",
+            "alice@localhost",
+        ],
+        "",
+    );
     let lines: Vec<String> = stdout(&out).lines().map(str::to_owned).collect();
     assert!(lines.len() >= 2, "{lines:?}");
     for l in &lines {
@@ -92,7 +156,18 @@ fn operators_acts_are_audited_and_the_log_verifies_exports_and_catches_tampering
         assert!(r.event.accounts().contains(&"alice@localhost"), "{l}");
     }
     let out = ok(
-        &["audit", "export", "-c", config, "--account", "alice@localhost", "--format", "fhir", "--since", "2000-01-01"],
+        &[
+            "audit",
+            "export",
+            "-c",
+            config,
+            "--account",
+            "alice@localhost",
+            "--format",
+            "fhir",
+            "--since",
+            "2000-01-01",
+        ],
         "",
     );
     let bundle: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
@@ -100,8 +175,15 @@ fn operators_acts_are_audited_and_the_log_verifies_exports_and_catches_tampering
     let entries = bundle["entry"].as_array().unwrap();
     // The same records, and the first export, which is a record about alice too.
     assert_eq!(entries.len(), lines.len() + 1);
-    assert!(entries.iter().all(|e| e["resource"]["resourceType"] == "AuditEvent"));
-    let out = ok(&["audit", "export", "-c", config, "--until", "2000-01-01"], "");
+    assert!(
+        entries
+            .iter()
+            .all(|e| e["resource"]["resourceType"] == "AuditEvent")
+    );
+    let out = ok(
+        &["audit", "export", "-c", config, "--until", "2000-01-01"],
+        "",
+    );
     assert_eq!(stdout(&out), "", "nothing is that old");
     assert!(records(&audit).iter().any(|r| matches!(&r.event,
         Event::AuditExported { account: Some(a), records, .. } if a == "alice@localhost" && *records == lines.len() as u64)));
@@ -116,11 +198,24 @@ fn operators_acts_are_audited_and_the_log_verifies_exports_and_catches_tampering
     }
     let out = zorg(
         cwd,
-        &["audit", "verify", "-c", config, "--dir", copy.to_str().unwrap(), "--public-key", public],
+        &[
+            "audit",
+            "verify",
+            "-c",
+            config,
+            "--dir",
+            copy.to_str().unwrap(),
+            "--public-key",
+            public,
+        ],
         "",
     );
     assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
-    assert!(stdout(&out).contains("line 2 (seq 2): the record was changed"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("line 2 (seq 2): the record was changed"),
+        "{}",
+        stdout(&out)
+    );
 
     // While the log cannot be written (another process holds its lock), nothing is done.
     let lock = std::fs::OpenOptions::new()
@@ -128,10 +223,28 @@ fn operators_acts_are_audited_and_the_log_verifies_exports_and_catches_tampering
         .open(audit.join("audit.lock"))
         .unwrap();
     lock.lock().unwrap();
-    let out = zorg(cwd, &["user", "add", "carol@localhost", "-c", config, "--password-stdin"], "pw\n");
+    let out = zorg(
+        cwd,
+        &[
+            "user",
+            "add",
+            "carol@localhost",
+            "-c",
+            config,
+            "--password-stdin",
+        ],
+        "pw\n",
+    );
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("cannot write the audit log"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("cannot write the audit log"),
+        "{}",
+        stderr(&out)
+    );
     drop(lock);
     let out = ok(&["user", "list", "-c", config], "");
-    assert!(!stdout(&out).contains("carol"), "carol was created unaudited");
+    assert!(
+        !stdout(&out).contains("carol"),
+        "carol was created unaudited"
+    );
 }

@@ -269,7 +269,7 @@ fn check_checkpoint(c: &Checkpoint, r: &record::Record, trusted: &[String]) -> R
             c.covers
         ));
     }
-    if !trusted.iter().any(|k| *k == c.key) {
+    if !trusted.contains(&c.key) {
         return Err(format!(
             "the checkpoint is signed by key {} which is not a trusted key (give the right \
              one with --public-key)",

@@ -98,7 +98,11 @@ fn an_edited_record_is_named() {
     let p = only_problem(&rep);
     assert_eq!((p.line, p.seq), (5, Some(5)));
     assert!(p.what.contains("was changed"), "{p}");
-    assert!(p.to_string().starts_with("audit-00000000000000000001.jsonl line 5 (seq 5)"), "{p}");
+    assert!(
+        p.to_string()
+            .starts_with("audit-00000000000000000001.jsonl line 5 (seq 5)"),
+        "{p}"
+    );
 }
 
 #[test]
@@ -115,7 +119,10 @@ fn an_edited_record_with_a_recomputed_hash_breaks_the_next_link() {
     });
     let p = only_problem(&rep);
     assert_eq!((p.line, p.seq), (6, Some(6)));
-    assert!(p.what.contains("chain is broken") && p.what.contains("record 5"), "{p}");
+    assert!(
+        p.what.contains("chain is broken") && p.what.contains("record 5"),
+        "{p}"
+    );
 }
 
 #[test]
@@ -220,14 +227,22 @@ fn a_checkpoint_from_another_key_or_with_a_bad_signature_is_refused() {
     let rep = tampered(&fx, |l| {
         // Mallory signs the real head with her key; the chain itself stays intact.
         let r = record::parse(&l[10]).unwrap();
-        let Event::Checkpoint(c) = r.event else { panic!() };
+        let Event::Checkpoint(c) = r.event else {
+            panic!()
+        };
         let forged = Checkpoint {
             key: mallory.public_key().to_owned(),
             signature: mallory.sign(&Checkpoint::signed_bytes(c.covers, &c.head, &r.time)),
             ..c
         };
         let mut out = Vec::new();
-        record::encode(r.seq, &r.time, &r.prev, &Event::Checkpoint(forged), &mut out);
+        record::encode(
+            r.seq,
+            &r.time,
+            &r.prev,
+            &Event::Checkpoint(forged),
+            &mut out,
+        );
         l[10] = String::from_utf8(out).unwrap().trim_end().to_owned();
     });
     assert!(
