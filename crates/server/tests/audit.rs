@@ -19,15 +19,9 @@ use zorg_server::audit::record::{self, Record};
 use zorg_server::audit::sign::Signer;
 use zorg_server::audit::{Event, log, verify};
 
-/// Every record in the log of `dir`, in order.
+/// Every record in the log of `dir`, in order (the tests verify the log besides).
 fn records(dir: &Path) -> Vec<Record> {
-    let mut out = Vec::new();
-    for (_, p) in log::segments(dir).unwrap() {
-        for (_, l) in log::lines(&p).unwrap() {
-            out.push(record::parse(&l.unwrap()).unwrap());
-        }
-    }
-    out
+    log::records(dir).unwrap()
 }
 
 fn audit_dir(t: &TestServer) -> std::path::PathBuf {

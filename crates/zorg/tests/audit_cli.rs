@@ -13,14 +13,9 @@ use zorg_server::audit::event::{AdminCommand, KeyChange, KeyKind};
 use zorg_server::audit::record::{self, Record};
 use zorg_server::audit::{Actor, Event, log};
 
+/// Every record in the log of `dir`, in order (the tests verify the log besides).
 fn records(dir: &Path) -> Vec<Record> {
-    let mut out = Vec::new();
-    for (_, p) in log::segments(dir).unwrap() {
-        for (_, l) in log::lines(&p).unwrap() {
-            out.push(record::parse(&l.unwrap()).unwrap());
-        }
-    }
-    out
+    log::records(dir).unwrap()
 }
 
 fn by_cli(a: &Actor) -> bool {

@@ -80,6 +80,20 @@ pub fn lines(path: &Path) -> io::Result<impl Iterator<Item = (usize, Result<Stri
     }))
 }
 
+/// Every valid record of the log in `dir`, oldest first. Lines that are not valid records are
+/// left out: `verify` is what names them.
+pub fn records(dir: &Path) -> io::Result<Vec<Record>> {
+    let mut out = Vec::new();
+    for (_, p) in segments(dir)? {
+        for (_, l) in lines(&p)? {
+            if let Some(r) = l.ok().and_then(|l| record::parse(&l).ok()) {
+                out.push(r);
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// The segment being appended to.
 struct Segment {
     path: PathBuf,

@@ -329,13 +329,22 @@ impl Inner {
             Err(mpsc::error::TrySendError::Full(item)) => {
                 match tokio::time::timeout(self.max_wait, self.tx.send(item)).await {
                     Ok(Ok(())) => Ok(()),
-                    Ok(Err(_)) => self.unavailable("the audit log is closed"),
+                    Ok(Err(_)) => self.closed(),
                     Err(_) => self.unavailable("the audit queue stayed full"),
                 }
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => {
-                self.unavailable("the audit log is closed")
-            }
+            Err(mpsc::error::TrySendError::Closed(_)) => self.closed(),
+        }
+    }
+
+    /// After [`Audit::close`] (the server is stopping): sessions that end now are refused
+    /// quietly; the shutdown itself is recorded.
+    fn closed(&self) -> Result<(), AuditUnavailable> {
+        tracing::debug!("an audit record after the log was closed at shutdown");
+        if self.refuse {
+            Err(AuditUnavailable)
+        } else {
+            Ok(())
         }
     }
 
