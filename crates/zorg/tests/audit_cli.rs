@@ -183,6 +183,26 @@ fn operators_acts_are_audited_and_the_log_verifies_exports_and_catches_tampering
     assert!(records(&audit).iter().any(|r| matches!(&r.event,
         Event::AuditExported { account: Some(a), records, .. } if a == "alice@localhost" && *records == lines.len() as u64)));
 
+    // Bad input is refused with a sentence that says what to give instead.
+    for (args, says) in [
+        (
+            vec!["audit", "export", "-c", config, "--since", "last tuesday"],
+            "is not a time",
+        ),
+        (
+            vec!["audit", "verify", "-c", config, "--from", "yesterday"],
+            "neither a sequence number",
+        ),
+        (
+            vec!["audit", "verify", "-c", config, "--public-key", config],
+            "not an Ed25519 public key",
+        ),
+    ] {
+        let out = zorg(cwd, &args, "");
+        assert!(!out.status.success(), "{args:?}");
+        assert!(stderr(&out).contains(says), "{args:?}: {}", stderr(&out));
+    }
+
     // A copy with one record changed: verify names the line and fails.
     let copy = cwd.join("copy");
     std::fs::create_dir_all(&copy).unwrap();

@@ -42,64 +42,9 @@ pub const ZORG_KEY: &str = "urn:zorg:key-id";
 /// Identifier system of X.509 certificate serial numbers (the issuer is the assigner).
 pub const ZORG_CERT: &str = "urn:zorg:x509-serial";
 
-const DCM: &str = "http://dicom.nema.org/resources/ontology/DCM";
-const V3_PARTICIPATION: &str = "http://terminology.hl7.org/CodeSystem/v3-ParticipationType";
-const SECURITY_ROLE: &str = "http://terminology.hl7.org/CodeSystem/extra-security-role-type";
-const SOURCE_TYPE: &str = "http://terminology.hl7.org/CodeSystem/security-source-type";
-const ENTITY_TYPE: &str = "http://terminology.hl7.org/CodeSystem/audit-entity-type";
-const OBJECT_ROLE: &str = "http://terminology.hl7.org/CodeSystem/object-role";
-const LIFECYCLE: &str = "http://terminology.hl7.org/CodeSystem/dicom-audit-lifecycle";
-
-/// A code: system, code, display (displays as the code systems spell them).
-#[derive(Clone, Copy, Debug)]
-struct Code(&'static str, &'static str, &'static str);
-
-// AuditEvent.type: DICOM CID 400 "Audit Event ID".
-const APP_ACTIVITY: Code = Code(DCM, "110100", "Application Activity");
-const AUDIT_LOG_USED: Code = Code(DCM, "110101", "Audit Log Used");
-const EXPORT: Code = Code(DCM, "110106", "Export");
-const IMPORT: Code = Code(DCM, "110107", "Import");
-const PATIENT_RECORD: Code = Code(DCM, "110110", "Patient Record");
-const QUERY: Code = Code(DCM, "110112", "Query");
-const SECURITY_ALERT: Code = Code(DCM, "110113", "Security Alert");
-const USER_AUTHENTICATION: Code = Code(DCM, "110114", "User Authentication");
-// AuditEvent.subtype: DICOM CID 401 "Audit Event Type Code".
-const APP_START: Code = Code(DCM, "110120", "Application Start");
-const APP_STOP: Code = Code(DCM, "110121", "Application Stop");
-const LOGIN: Code = Code(DCM, "110122", "Login");
-const LOGOUT: Code = Code(DCM, "110123", "Logout");
-const NODE_AUTHENTICATION: Code = Code(DCM, "110126", "Node Authentication");
-const SECURITY_CONFIGURATION: Code = Code(DCM, "110129", "Security Configuration");
-const SOFTWARE_CONFIGURATION: Code = Code(DCM, "110131", "Software Configuration");
-const RESTRICTED_FUNCTION: Code = Code(DCM, "110132", "Use of Restricted Function");
-const USER_SECURITY: Code = Code(DCM, "110137", "User Security Attributes Changed");
-// agent.type: FHIR participation-role-type (DICOM CID 402, v3 ParticipationType, ISO 10181).
-const APPLICATION: Code = Code(DCM, "110150", "Application");
-const DESTINATION: Code = Code(DCM, "110152", "Destination Role ID");
-const SOURCE: Code = Code(DCM, "110153", "Source Role ID");
-const RECIPIENT: Code = Code(V3_PARTICIPATION, "IRCP", "information recipient");
-const AUTHOR: Code = Code(V3_PARTICIPATION, "AUT", "author (originator)");
-const HUMAN_USER: Code = Code(SECURITY_ROLE, "humanuser", "human user");
-// source.type, entity.type, entity.role, entity.lifecycle.
-const APPLICATION_SERVER: Code = Code(SOURCE_TYPE, "4", "Application Server");
-const PERSON: Code = Code(ENTITY_TYPE, "1", "Person");
-const SYSTEM_OBJECT: Code = Code(ENTITY_TYPE, "2", "System Object");
-const DOMAIN_RESOURCE: Code = Code(OBJECT_ROLE, "4", "Domain Resource");
-const SECURITY_USER: Code = Code(OBJECT_ROLE, "11", "Security User Entity");
-const SECURITY_RESOURCE: Code = Code(OBJECT_ROLE, "13", "Security Resource");
-const DATA_REPOSITORY: Code = Code(OBJECT_ROLE, "17", "Data Repository");
-const CREATION: Code = Code(LIFECYCLE, "1", "Origination / Creation");
-const ACCESS: Code = Code(LIFECYCLE, "6", "Access / Use");
-const EXPORTED: Code = Code(LIFECYCLE, "10", "Export");
-
-impl Code {
-    fn coding(self) -> Value {
-        json!({ "system": self.0, "code": self.1, "display": self.2 })
-    }
-    fn concept(self) -> Value {
-        json!({ "coding": [self.coding()] })
-    }
-}
+#[path = "fhir_codes.rs"]
+mod codes;
+use codes::*;
 
 /// Streams a Bundle: the head, one entry per record, the tail. Nothing is held in memory but
 /// the entry being written, so an export of any size runs in constant memory.

@@ -17,6 +17,7 @@
 pub mod event;
 pub mod export;
 pub mod fhir;
+pub mod fields;
 pub mod log;
 pub mod message;
 pub mod record;
