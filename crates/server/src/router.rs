@@ -4,20 +4,28 @@
 //! is sharded (`DashMap`), a lookup clones the few `Arc`s it needs and lets go of the shard before
 //! anything is sent, and no lock is held across an `.await`.
 //!
-//! Delivery uses bounded queues and never waits: a session whose queue is full is not reading
-//! fast enough; the stanza is reported undelivered so the caller can store it offline or bounce
-//! it, and the slow session is told to close. Waiting instead would let two busy sessions that
-//! send to each other block forever.
+//! Delivery uses bounded queues and never waits: waiting would let two busy sessions that send
+//! to each other block forever. A session's queue is bounded by count ([`SESSION_QUEUE`]) and
+//! by the memory its stanzas hold ([`QueueBudget`]); one sender may hold at most a quarter of
+//! either, so that a flood from one account cannot crowd out everyone else's messages to the
+//! same recipient. A stanza that does not fit is handed back ([`Refused::Busy`]) and its sender
+//! gets an error to retry later; the recipient, who is reading, stays connected. A client that
+//! stops reading altogether is cut off by the write timeout and XEP-0198 bounds instead.
 
+use std::collections::HashMap;
+use std::hash::Hasher;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 
 use dashmap::DashMap;
 use tokio::sync::mpsc;
-use zorg_proto::{Element, StreamCondition, StreamError};
+use zorg_proto::{Element, Node, StreamError};
 
-/// Queue length per session. Messages beyond this are not queued (see module docs).
+/// Queue length per session. Stanzas beyond this are refused (see module docs).
 pub const SESSION_QUEUE: usize = 1024;
+
+/// Default memory the stanzas queued for one session may hold (`[limits] max_session_queue_bytes`).
+pub const SESSION_QUEUE_BYTES: usize = 2 << 20;
 
 /// What a session's task receives.
 ///
@@ -125,6 +133,126 @@ impl SessionState {
     }
 }
 
+/// What the stanzas queued for one session cost, in total and per sender, so that the queue is
+/// bounded by memory and no sender holds more than a quarter of it.
+#[derive(Debug)]
+pub struct QueueBudget {
+    /// Most bytes the queued stanzas may hold.
+    max_bytes: usize,
+    inner: std::sync::Mutex<Queued>,
+}
+
+#[derive(Debug, Default)]
+struct Queued {
+    bytes: usize,
+    /// Stanzas and bytes queued per sender (hash of the sender's bare JID); entries go when
+    /// they reach zero, so the map holds at most one entry per queued stanza.
+    by_sender: HashMap<u64, (u32, usize)>,
+}
+
+impl QueueBudget {
+    /// A budget of `max_bytes` for one session's queue.
+    pub fn new(max_bytes: usize) -> QueueBudget {
+        QueueBudget {
+            max_bytes,
+            inner: Default::default(),
+        }
+    }
+
+    /// Charges a stanza; `false` (nothing charged) when it does not fit.
+    fn charge(&self, sender: u64, bytes: usize) -> bool {
+        let mut q = self
+            .inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if q.bytes + bytes > self.max_bytes {
+            return false;
+        }
+        if sender != 0 {
+            let (n, b) = q.by_sender.get(&sender).copied().unwrap_or((0, 0));
+            if n as usize >= SESSION_QUEUE / 4 || b + bytes > self.max_bytes / 4 {
+                return false;
+            }
+            q.by_sender.insert(sender, (n + 1, b + bytes));
+        }
+        q.bytes += bytes;
+        true
+    }
+
+    /// Releases what [`QueueBudget::charge`] took for a stanza that left the queue.
+    fn release(&self, sender: u64, bytes: usize) {
+        let mut q = self
+            .inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        q.bytes = q.bytes.saturating_sub(bytes);
+        if sender != 0
+            && let std::collections::hash_map::Entry::Occupied(mut e) = q.by_sender.entry(sender)
+        {
+            let (n, b) = e.get_mut();
+            *n = n.saturating_sub(1);
+            *b = b.saturating_sub(bytes);
+            if *n == 0 {
+                e.remove();
+            }
+        }
+    }
+
+    /// Bytes queued now.
+    pub fn bytes(&self) -> usize {
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .bytes
+    }
+}
+
+/// Who sent a stanza, for the per-sender share of a queue: a hash of the bare JID in `from`;
+/// 0 (no share applies) for stanzas from a server itself.
+fn sender_key(el: &Element) -> u64 {
+    let Some(from) = el.attr("from") else {
+        return 0;
+    };
+    let bare = from.split_once('/').map_or(from, |(b, _)| b);
+    if !bare.contains('@') {
+        return 0;
+    }
+    // Fixed keys: the value only has to be the same when charged and released.
+    let mut h = std::hash::DefaultHasher::new();
+    h.write(bare.as_bytes());
+    h.finish() | 1
+}
+
+/// About the memory an element holds: its strings and the vectors that hold them. Charged for
+/// queued stanzas, so that a queue's bound is a bound on memory, not on a count of stanzas
+/// that may each be large.
+pub fn held_bytes(el: &Element) -> usize {
+    const ELEMENT: usize = std::mem::size_of::<Element>();
+    const ATTR: usize = std::mem::size_of::<zorg_proto::Attr>();
+    const NODE: usize = std::mem::size_of::<Node>();
+    let mut n = ELEMENT + el.name().len();
+    for a in el.attrs() {
+        n += ATTR + a.name.len() + a.value.len();
+    }
+    for c in el.nodes() {
+        n += NODE
+            + match c {
+                Node::Element(e) => held_bytes(e),
+                Node::Text(t) => t.len(),
+            };
+    }
+    n
+}
+
+/// Why a stanza was not queued for a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// The session is gone (it ended, or is ending): try another route.
+    Gone,
+    /// Its queue is full, or holds all that this sender may hold: the sender should wait.
+    Busy,
+}
+
 /// A bound session as the router sees it.
 #[derive(Debug)]
 pub struct SessionHandle {
@@ -140,6 +268,15 @@ pub struct SessionHandle {
     pub tx: mpsc::Sender<Outbound>,
     /// Presence state.
     pub state: Arc<SessionState>,
+    /// What its queue holds.
+    pub queue: QueueBudget,
+}
+
+impl SessionHandle {
+    /// The session took a stanza out of its queue: release what it cost.
+    pub fn dequeued(&self, el: &Element) {
+        self.queue.release(sender_key(el), held_bytes(el));
+    }
 }
 
 /// Why binding failed.
@@ -273,27 +410,39 @@ impl Router {
     }
 
     /// Puts a stanza into a session's queue without waiting. Returns the stanza back if the
-    /// session is gone or its queue is full (in which case the session is told to close).
+    /// session is gone or its queue has no room for it (see [`Router::deliver_checked`]).
     pub fn deliver(&self, to: &SessionHandle, el: Element) -> Result<(), Element> {
+        self.deliver_checked(to, el).map_err(|(el, _)| el)
+    }
+
+    /// Like [`Router::deliver`], saying why a stanza was handed back: the session is gone, or
+    /// its queue is full or holds its sender's share already (the recipient is not closed for
+    /// it: it is reading, and the sender is the one to slow down).
+    pub fn deliver_checked(
+        &self,
+        to: &SessionHandle,
+        el: Element,
+    ) -> Result<(), (Element, Refused)> {
+        let sender = sender_key(&el);
+        let bytes = held_bytes(&el);
+        if to.tx.is_closed() {
+            return Err((el, Refused::Gone));
+        }
+        if !to.queue.charge(sender, bytes) {
+            tracing::debug!(session = %to.full, "session queue full for this sender; refused");
+            return Err((el, Refused::Busy));
+        }
         match to.tx.try_send(Outbound::Stanza(Box::new(el))) {
             Ok(()) => Ok(()),
             Err(mpsc::error::TrySendError::Full(Outbound::Stanza(el))) => {
-                tracing::warn!(session = %to.full, "session queue full; closing the slow session");
-                // The queue is full, so this close will be noticed when the task drains it or
-                // when its writes time out; spawn to avoid waiting here.
-                let tx = to.tx.clone();
-                tokio::spawn(async move {
-                    let err = StreamError::new(StreamCondition::PolicyViolation)
-                        .with_text("too many stanzas queued for this session");
-                    let _ = tx
-                        .send_timeout(Outbound::close(err), std::time::Duration::from_secs(5))
-                        .await;
-                });
-                Err(*el)
+                to.queue.release(sender, bytes);
+                Err((*el, Refused::Busy))
             }
-            Err(mpsc::error::TrySendError::Full(Outbound::Close(_))) => Ok(()),
-            Err(mpsc::error::TrySendError::Closed(Outbound::Stanza(el))) => Err(*el),
-            Err(mpsc::error::TrySendError::Closed(Outbound::Close(_))) => Ok(()),
+            Err(mpsc::error::TrySendError::Closed(Outbound::Stanza(el))) => {
+                to.queue.release(sender, bytes);
+                Err((*el, Refused::Gone))
+            }
+            Err(_) => Ok(()),
         }
     }
 }
@@ -316,6 +465,7 @@ mod tests {
             full: format!("{bare}/{res}"),
             tx,
             state: Arc::default(),
+            queue: QueueBudget::new(SESSION_QUEUE_BYTES),
         });
         (h, rx)
     }
@@ -380,9 +530,50 @@ mod tests {
         let m = Element::new("message", ns::CLIENT);
         assert!(r.deliver(&a, m.clone()).is_ok());
         assert!(r.deliver(&a, m.clone()).is_ok());
-        assert!(r.deliver(&a, m.clone()).is_err());
-        assert!(matches!(ra.recv().await, Some(Outbound::Stanza(_))));
+        assert_eq!(
+            r.deliver_checked(&a, m.clone()).unwrap_err().1,
+            Refused::Busy
+        );
+        match ra.recv().await {
+            Some(Outbound::Stanza(el)) => a.dequeued(&el),
+            other => panic!("{other:?}"),
+        }
+        // Room again, and the session was not told to close for it.
+        assert!(r.deliver(&a, m.clone()).is_ok());
         drop(ra);
-        assert!(r.deliver(&a, m).is_err());
+        assert_eq!(r.deliver_checked(&a, m).unwrap_err().1, Refused::Gone);
+    }
+
+    #[test]
+    fn one_sender_holds_at_most_a_quarter_of_a_queue() {
+        let q = QueueBudget::new(4000);
+        let flood = sender_key(&Element::new("message", ns::CLIENT).with_attr("from", "f@x/r"));
+        let colleague = sender_key(&Element::new("message", ns::CLIENT).with_attr("from", "c@x/r"));
+        assert_ne!(flood, colleague);
+        assert!(q.charge(flood, 600));
+        assert!(!q.charge(flood, 600), "over a quarter of the bytes");
+        assert!(q.charge(colleague, 900));
+        q.release(flood, 600);
+        assert!(q.charge(flood, 1000));
+        // Count: a quarter of SESSION_QUEUE.
+        let big = QueueBudget::new(usize::MAX / 2);
+        for _ in 0..SESSION_QUEUE / 4 {
+            assert!(big.charge(flood, 1));
+        }
+        assert!(!big.charge(flood, 1));
+        assert!(big.charge(colleague, 1));
+        // Stanzas from a server itself are bounded by the total only.
+        assert!(big.charge(0, 1));
+        assert_eq!(big.inner.lock().unwrap().by_sender.len(), 2);
+    }
+
+    #[test]
+    fn held_bytes_counts_what_an_element_holds() {
+        let small = Element::new("message", ns::CLIENT).with_attr("to", "a@x");
+        let big = small
+            .clone()
+            .with_child(Element::new("body", ns::CLIENT).with_text("x".repeat(10_000)));
+        assert!(held_bytes(&small) < 200);
+        assert!(held_bytes(&big) > 10_000);
     }
 }

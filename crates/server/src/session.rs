@@ -61,6 +61,11 @@ pub struct SessionData {
     pub lang: String,
     /// An unanswered server-to-client ping: its id and when it was sent.
     pub pending_ping: Option<(String, Instant)>,
+    /// XEP-0160: the replay of stored messages, while it lasts (see `message::deliver_offline`).
+    pub offline: Option<message::OfflineReplay>,
+    /// A message from the client waiting for room in its recipient's queue: nothing more is
+    /// read from the client meanwhile (see `message::Stalled`).
+    pub stalled: Option<Box<message::Stalled>>,
 }
 
 /// Something to do once everything queued so far has been written to the client.
@@ -159,6 +164,8 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
         peer,
         lang,
         pending_ping: None,
+        offline: None,
+        stalled: None,
     };
     let mut live = Live::new(server, sess, rx);
     let mut conn = Some(s);

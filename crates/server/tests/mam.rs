@@ -32,6 +32,14 @@ async fn paging_through_1000_messages_forward_and_backward() {
             .expect("bob's message", |e| e.name() == "message")
             .await;
     }
+    // A sender's archive copy is queued once its message was delivered or stored: a ping
+    // answered after alice's last message says that all of hers were.
+    alice
+        .iq(
+            "<iq type='get' id='sync'><ping xmlns='urn:xmpp:ping'/></iq>",
+            "sync",
+        )
+        .await;
     t.server().storage.flush_archive().await;
 
     // Forward, 100 a page: every message once, in the order sent, the last page complete.
@@ -205,6 +213,13 @@ async fn corrections_and_retractions_as_the_archive_shows_them() {
     // Mallory-style: alice may not retract bob's message in her own archive.
     alice
         .send("<message to='bob@localhost' type='chat' id='r0'><retract xmlns='urn:xmpp:message-retract:1' id='o3'/></message>")
+        .await;
+    // Handled (and archived) before bob's retraction below is sent.
+    alice
+        .iq(
+            "<iq type='get' id='sync'><ping xmlns='urn:xmpp:ping'/></iq>",
+            "sync",
+        )
         .await;
     bob.send(
         "<message to='alice@localhost/desk' type='chat' id='r1'>\

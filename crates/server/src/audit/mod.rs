@@ -58,6 +58,8 @@ enum Item {
     },
     /// Write a checkpoint now, then answer.
     Checkpoint(oneshot::Sender<()>),
+    /// Answer once everything queued before is on disk.
+    Barrier(oneshot::Sender<()>),
     /// Write `ServerStopped` and a checkpoint, then stop.
     Close(oneshot::Sender<()>),
 }
@@ -294,6 +296,20 @@ impl Audit {
         }
     }
 
+    /// Waits until every event queued so far is on disk: what a client may then be told was
+    /// handled (XEP-0198 acknowledgements). While the log cannot be written this waits for the
+    /// writer's retries. `Err` only when the log was closed.
+    pub async fn barrier(&self) -> Result<(), AuditUnavailable> {
+        let Some(i) = &self.inner else { return Ok(()) };
+        let (done, written) = oneshot::channel();
+        // Not `Inner::send`: while appends fail the barrier still has to wait behind the
+        // events that were queued before, not be refused.
+        i.tx.send(Item::Barrier(done))
+            .await
+            .map_err(|_| AuditUnavailable)?;
+        written.await.map_err(|_| AuditUnavailable)
+    }
+
     /// Writes a signed checkpoint now (tests, and operators through shutdown).
     pub async fn checkpoint(&self) -> Result<(), AuditUnavailable> {
         let Some(i) = &self.inner else { return Ok(()) };
@@ -421,6 +437,7 @@ async fn writer(
                     checkpoint = true;
                     answer.push(done);
                 }
+                Item::Barrier(done) => answer.push(done),
                 Item::Close(done) => closing = Some(Some(done)),
             }
         }
@@ -429,6 +446,10 @@ async fn writer(
             checkpoint = true;
         }
         if events.is_empty() && !checkpoint {
+            // Barriers alone: what came before them is on disk already.
+            for done in answer {
+                let _ = done.send(());
+            }
             continue;
         }
         let mut tries = 0;

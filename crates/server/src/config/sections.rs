@@ -223,6 +223,11 @@ pub struct C2sConfig {
     /// away); a session over this is closed with `<policy-violation/>` and its messages are
     /// rerouted. Default 500; bounds 10..=10000.
     pub max_unacked: u32,
+    /// XEP-0198: memory the unacknowledged stanzas of one session may hold, in bytes (as
+    /// `max_unacked`, for large stanzas); over it the session is closed with
+    /// `<policy-violation/>` and its messages are rerouted. Default 4194304 (4 MiB); bounds
+    /// 65536..=268435456.
+    pub max_unacked_bytes: u32,
 }
 
 impl C2sConfig {
@@ -242,6 +247,8 @@ impl C2sConfig {
         DurationStr::from_secs(10)..=DurationStr::from_secs(3_600);
     /// Bounds of `max_unacked`.
     pub const MAX_UNACKED: RangeInclusive<u32> = 10..=10_000;
+    /// Bounds of `max_unacked_bytes`.
+    pub const MAX_UNACKED_BYTES: RangeInclusive<u32> = 65_536..=268_435_456;
 
     pub(super) fn validate(&self, problems: &mut Vec<Problem>) {
         let mut c = Check {
@@ -274,6 +281,8 @@ impl C2sConfig {
         let resume = self.resume_timeout;
         c.duration_or_zero("resume_timeout", resume, Self::RESUME_TIMEOUT);
         c.range("max_unacked", self.max_unacked, Self::MAX_UNACKED);
+        let bytes = self.max_unacked_bytes;
+        c.range("max_unacked_bytes", bytes, Self::MAX_UNACKED_BYTES);
     }
 }
 
@@ -290,6 +299,7 @@ impl Default for C2sConfig {
             sasl_iterations: 4096,
             resume_timeout: DurationStr::from_mins(5),
             max_unacked: 500,
+            max_unacked_bytes: 4 << 20,
         }
     }
 }
@@ -328,6 +338,12 @@ pub struct LimitsConfig {
     /// Sessions (resources) one account may have at once; binding one more is refused with
     /// `resource-constraint`. Default 16; bounds 1..=1024.
     pub max_resources_per_account: u32,
+    /// Memory the stanzas waiting to be written to one session may hold, in bytes; one
+    /// sender may fill at most a quarter of it (and of the 1024 stanzas a queue holds). A
+    /// message that does not fit bounces to its sender with `<resource-constraint/>` (type
+    /// `wait`); the recipient stays connected. Default 2097152 (2 MiB); bounds
+    /// 65536..=268435456.
+    pub max_session_queue_bytes: u32,
 }
 
 impl LimitsConfig {
@@ -349,6 +365,8 @@ impl LimitsConfig {
         DurationStr::from_secs(1)..=DurationStr::from_secs(86_400);
     /// Bounds of `max_resources_per_account`.
     pub const MAX_RESOURCES_PER_ACCOUNT: RangeInclusive<u32> = 1..=1024;
+    /// Bounds of `max_session_queue_bytes`.
+    pub const MAX_SESSION_QUEUE_BYTES: RangeInclusive<u32> = 65_536..=268_435_456;
 
     pub(super) fn validate(&self, problems: &mut Vec<Problem>) {
         let mut c = Check {
@@ -389,6 +407,12 @@ impl LimitsConfig {
             resources,
             Self::MAX_RESOURCES_PER_ACCOUNT,
         );
+        let queue = self.max_session_queue_bytes;
+        c.range(
+            "max_session_queue_bytes",
+            queue,
+            Self::MAX_SESSION_QUEUE_BYTES,
+        );
     }
 }
 
@@ -406,6 +430,7 @@ impl Default for LimitsConfig {
             login_failures_per_ip: 20,
             login_failure_window: DurationStr::from_mins(5),
             max_resources_per_account: 16,
+            max_session_queue_bytes: 2 << 20,
         }
     }
 }

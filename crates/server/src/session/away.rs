@@ -47,6 +47,7 @@ impl Live {
                 tokio::select! {
                     out = self.rx.recv() => match out {
                         Some(Outbound::Stanza(el)) => {
+                            handle.dequeued(&el);
                             // Chat states and presence can wait; a real message may need to wake
                             // the device (XEP-0357, with the message at hand).
                             if el.name() == "message" && !csi::can_hold(&el) {
@@ -122,6 +123,12 @@ impl Live {
         S: AsyncRead + AsyncWrite + Unpin,
     {
         let domain = super::ctx_domain(&self.sess.handle).to_owned();
+        if self.sm.is_none() {
+            return Ok(());
+        }
+        // `h` tells the client which of its stanzas need not be sent again: only what is on
+        // disk may be counted.
+        super::live::durable(self.server.clone()).await;
         let Some(m) = self.sm.as_mut() else {
             return Ok(());
         };
@@ -183,11 +190,19 @@ impl Live {
         server.router.unbind(&handle.bare, handle.conn_id);
         self.rx.close();
         presence::on_disconnect(&server, &mut self.sess).await;
+        if let Some(st) = self.sess.stalled.take() {
+            message::flush_stalled(&server, st).await;
+        }
+        // What the client acknowledged of its stored messages is deleted; what it did not
+        // stays stored, for its next login (rerouting it would store it twice).
+        self.settle_offline(true).await;
         // Oldest first: unacknowledged, then held back by CSI, then still queued.
         let mut requeued = 0;
         if let Some(mut m) = self.sm.take() {
             for u in m.take_unacked() {
-                requeued += undelivered(&server, *u.el).await;
+                if u.offline_seq.is_none() {
+                    requeued += undelivered(&server, *u.el).await;
+                }
             }
         }
         if let Some(mut c) = self.csi.take() {
@@ -197,6 +212,7 @@ impl Live {
         }
         while let Ok(out) = self.rx.try_recv() {
             if let Outbound::Stanza(el) = out {
+                handle.dequeued(&el);
                 requeued += undelivered(&server, *el).await;
             }
         }

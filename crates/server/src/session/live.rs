@@ -11,6 +11,7 @@ use zorg_proto::{Element, Frame, StanzaCondition, StreamCondition, StreamError, 
 
 use super::{AfterFlush, Ctx, End, RELEASE_AFTER, SessionData, ctx_domain, inbound};
 use crate::modules::csi::Csi;
+use crate::modules::message;
 use crate::router::Outbound;
 use crate::server::Server;
 use crate::sm::resume::ResumeRequest;
@@ -39,6 +40,45 @@ pub(super) struct Live {
     to_self: Vec<Element>,
     after: Vec<AfterFlush>,
     shutdown: watch::Receiver<bool>,
+    /// XEP-0198: an `<a/>` waiting for what it acknowledges to be on disk.
+    ack_wait: Option<AckWait>,
+    /// Another `<r/>` arrived while one was waiting: answer it too, with the newer count.
+    ack_again: bool,
+    /// The last `h` sent in an `<a/>`: a request with nothing handled since is answered at once.
+    answered: Option<u32>,
+}
+
+/// An acknowledgement that may be sent once `durable` resolves.
+pub(super) struct AckWait {
+    h: u32,
+    durable: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+}
+
+/// How often a stalled message (see `message::Stalled`) is tried again.
+const STALL_POLL: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// Most stored messages read from the offline store at once.
+const OFFLINE_PAGE: u32 = 100;
+
+/// Waits until everything this server was asked to store so far (archive rows, offline
+/// pointers, audit records) is on disk: what a XEP-0198 acknowledgement may then cover. The
+/// writers commit in groups, so this costs one group commit, shared with everyone else's.
+pub(super) async fn durable(server: Arc<Server>) {
+    let (stored, audited) = tokio::join!(server.storage.barrier(), server.audit.barrier());
+    if stored.is_err() || audited.is_err() {
+        tracing::debug!("a durability barrier ended without its writer (the server is stopping)");
+    }
+}
+
+/// Waits for the pending acknowledgement, or forever when there is none.
+async fn ack_ready(w: &mut Option<AckWait>) -> u32 {
+    match w {
+        Some(a) => {
+            a.durable.as_mut().await;
+            a.h
+        }
+        None => std::future::pending().await,
+    }
 }
 
 /// Waits for a resume request, or forever when the session is not resumable.
@@ -70,6 +110,9 @@ impl Live {
             to_self: Vec::new(),
             after: Vec::new(),
             shutdown,
+            ack_wait: None,
+            ack_again: false,
+            answered: None,
         }
     }
 
@@ -113,10 +156,16 @@ impl Live {
                 Some(t) => Some(t + ping_timeout),
                 None => m.request_due(),
             });
-            let mut end = None;
+            self.settle_offline(false).await;
+            let mut end = self.pump_offline(s).await;
+            if let Some(e) = end {
+                return e;
+            }
+            let more_offline = self.sm.is_none() && self.sess.offline.is_some();
             tokio::select! {
                 out = self.rx.recv() => match out {
                     Some(Outbound::Stanza(el)) => {
+                        self.sess.handle.dequeued(&el);
                         end = self.emit(Some(s), el);
                         // Drain what else is queued so that one write carries it all.
                         for _ in 0..64 {
@@ -124,7 +173,10 @@ impl Live {
                                 break;
                             }
                             match self.rx.try_recv() {
-                                Ok(Outbound::Stanza(el)) => end = self.emit(Some(s), el),
+                                Ok(Outbound::Stanza(el)) => {
+                                    self.sess.handle.dequeued(&el);
+                                    end = self.emit(Some(s), el);
+                                }
                                 Ok(Outbound::Close(e)) => end = Some(End::Error(*e)),
                                 Err(_) => break,
                             }
@@ -133,7 +185,12 @@ impl Live {
                     Some(Outbound::Close(e)) => end = Some(End::Error(*e)),
                     None => end = Some(End::Gone),
                 },
-                frame = s.next_frame() => match frame {
+                // While a message waits for room at its recipient nothing more is read from
+                // this client: the flood slows down to the reader's pace.
+                _ = tokio::time::sleep(STALL_POLL), if self.sess.stalled.is_some() => {
+                    end = self.retry_stalled(s).await;
+                },
+                frame = s.next_frame(), if self.sess.stalled.is_none() => match frame {
                     Ok(Frame::Stanza(el)) => end = self.client_element(s, el).await,
                     Ok(Frame::StreamClose) => end = Some(End::ClientClosed),
                     Ok(Frame::StreamOpen(_)) => end = Some(End::Error(StreamError::new(StreamCondition::BadFormat))),
@@ -183,6 +240,17 @@ impl Live {
                     continue;
                 },
                 _ = self.shutdown.changed() => end = Some(End::Error(StreamError::new(StreamCondition::SystemShutdown))),
+                h = ack_ready(&mut self.ack_wait) => {
+                    self.ack_wait = None;
+                    s.queue(&sm::answer(h));
+                    self.answered = Some(h);
+                    if std::mem::take(&mut self.ack_again) {
+                        self.request_ack(s);
+                    }
+                },
+                // Without XEP-0198 the replay of stored messages goes on page by page, paced
+                // by the writes to the connection.
+                _ = std::future::ready(()), if more_offline => {},
             }
             last_activity = Instant::now();
             released = false;
@@ -220,6 +288,109 @@ impl Live {
         }
     }
 
+    /// XEP-0198: answers `<r/>` once what the answer covers is durable (at once when nothing
+    /// was handled since the last answer).
+    fn request_ack<S>(&mut self, s: &mut XmlStream<S>)
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let Some(m) = &self.sm else { return };
+        if self.ack_wait.is_some() {
+            self.ack_again = true;
+            return;
+        }
+        let h = m.inbound;
+        if self.answered == Some(h) {
+            s.queue(&sm::answer(h));
+            return;
+        }
+        self.ack_wait = Some(AckWait {
+            h,
+            durable: Box::pin(durable(self.server.clone())),
+        });
+    }
+
+    /// How many stored messages the replay may write now: a page without XEP-0198; with it,
+    /// what keeps the unacknowledged queue at most half full (the other half is for live
+    /// traffic), once at least half of that window is free, so that the store is read in
+    /// pages rather than a few rows at a time.
+    fn offline_room(&self) -> Option<u32> {
+        self.sess.offline?;
+        let Some(m) = &self.sm else {
+            return Some(OFFLINE_PAGE);
+        };
+        let window = (self.server.config.c2s.max_unacked as usize / 2).max(1);
+        let room = window.saturating_sub(m.unacked_len());
+        (room > 0 && room * 2 >= window).then(|| room.min(OFFLINE_PAGE as usize) as u32)
+    }
+
+    /// Writes the next page of stored messages, when there is room for it.
+    async fn pump_offline<S>(&mut self, s: &mut XmlStream<S>) -> Option<End<S>>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let room = self.offline_room()?;
+        let mut replay = self.sess.offline?;
+        let full = self.sess.handle.full.clone();
+        let page = Box::pin(message::offline_page(
+            &self.server,
+            &full,
+            &mut replay,
+            room,
+        ))
+        .await;
+        let page = match page {
+            Ok(Some(p)) => p,
+            Ok(None) => {
+                self.sess.offline = None;
+                return None;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, session = %full, "reading offline messages failed; they stay stored");
+                self.sess.offline = None;
+                return None;
+            }
+        };
+        self.sess.offline = Some(replay);
+        let now = Instant::now();
+        let mut last = None;
+        for (seq, el) in page {
+            s.queue(&el);
+            last = Some(seq);
+            if let Some(m) = self.sm.as_mut() {
+                m.push_offline(Box::new(el), now, seq);
+            }
+        }
+        match self.sm.as_mut() {
+            // Without acknowledgements, written is as good as it gets.
+            None => {
+                if let Some(seq) = last {
+                    self.after.push(AfterFlush::DeleteOffline(seq));
+                }
+                None
+            }
+            Some(m) if m.over_limit() => Some(End::Error(
+                StreamError::new(StreamCondition::PolicyViolation)
+                    .with_text("too many unacknowledged stanzas"),
+            )),
+            Some(_) => None,
+        }
+    }
+
+    /// Deletes the stored messages the client acknowledged: in batches while the replay goes
+    /// on, and all of them once it is over or the session ends (`all`).
+    pub(super) async fn settle_offline(&mut self, all: bool) {
+        let Some(m) = self.sm.as_mut() else { return };
+        let all = all || self.sess.offline.is_none();
+        let Some(seq) = m.take_acked_offline_if(if all { 1 } else { OFFLINE_PAGE }) else {
+            return;
+        };
+        let bare = &self.sess.handle.bare;
+        if let Err(e) = Box::pin(self.server.storage.delete_offline_through(bare, seq)).await {
+            tracing::warn!(error = %e, "could not delete acknowledged offline messages; they will be delivered again");
+        }
+    }
+
     /// A top-level element from the client: an SM or CSI nonza, or a stanza for the handlers.
     async fn client_element<S>(&mut self, s: &mut XmlStream<S>, el: Element) -> Option<End<S>>
     where
@@ -240,9 +411,37 @@ impl Live {
         if let Err(e) = inbound(&mut ctx, el).await {
             return Some(End::Error(e));
         }
-        if let Some(m) = self.sm.as_mut() {
+        // A stalled message is counted once it was delivered or bounced: an acknowledgement
+        // must not cover a message that is still only in this session's hands.
+        if self.sess.stalled.is_none()
+            && let Some(m) = self.sm.as_mut()
+        {
             m.handled();
         }
+        self.write_replies(s)
+    }
+
+    /// Tries the stalled message again (see `message::Stalled`).
+    async fn retry_stalled<S>(&mut self, s: &mut XmlStream<S>) -> Option<End<S>>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let st = self.sess.stalled.take()?;
+        self.sess.stalled =
+            Box::pin(message::retry_stalled(&self.server, st, &mut self.to_self)).await;
+        if self.sess.stalled.is_none()
+            && let Some(m) = self.sm.as_mut()
+        {
+            m.handled();
+        }
+        self.write_replies(s)
+    }
+
+    /// Writes what the handlers queued for this client.
+    fn write_replies<S>(&mut self, s: &mut XmlStream<S>) -> Option<End<S>>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
         let mut replies = std::mem::take(&mut self.to_self);
         let mut end = None;
         for el in replies.drain(..) {
@@ -268,6 +467,7 @@ impl Live {
                 }
                 let c2s = &self.server.config.c2s;
                 let mut m = Box::new(Sm::new(c2s.max_unacked as usize));
+                m.limit_bytes(c2s.max_unacked_bytes as usize);
                 let timeout = sm::resume_timeout(&self.server, el);
                 let id = if sm::wants_resume(el) && !timeout.is_zero() {
                     let id = crate::storage::new_id();
@@ -285,9 +485,7 @@ impl Live {
             }
             "r" => {
                 // Before <enable/> there is nothing to count; ignored.
-                if let Some(m) = &self.sm {
-                    s.queue(&sm::answer(m.inbound));
-                }
+                self.request_ack(s);
                 None
             }
             "a" => {

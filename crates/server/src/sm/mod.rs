@@ -36,6 +36,11 @@ pub struct Unacked {
     /// When the session first got it (Unix milliseconds), for the XEP-0203 stamp added when it
     /// is retransmitted after a resume.
     pub queued_ms: i64,
+    /// Set for a message replayed from the offline store: its row there, deleted only once
+    /// the client acknowledged it (and left in place if it never does).
+    pub offline_seq: Option<i64>,
+    /// What it holds in memory (see `router::held_bytes`), for the byte bound.
+    bytes: usize,
 }
 
 /// Stream Management state of one session.
@@ -49,6 +54,15 @@ pub struct Sm {
     unacked: VecDeque<Unacked>,
     /// Past this many unacknowledged stanzas the session is closed (`[c2s] max_unacked`).
     max_unacked: usize,
+    /// ...or past this many bytes held by them (`[c2s] max_unacked_bytes`).
+    max_bytes: usize,
+    /// Bytes held by the unacknowledged stanzas.
+    bytes: usize,
+    /// The highest offline-store seq among the stanzas acknowledged so far and not yet
+    /// deleted from the store (see [`Sm::take_acked_offline`]).
+    acked_offline: Option<i64>,
+    /// How many offline-store rows were acknowledged since the last take.
+    acked_offline_rows: u32,
     /// The resumption token (`<enabled id=…/>`), when the session is resumable.
     pub id: Option<String>,
     /// How long the session waits for a resume after its connection broke.
@@ -93,6 +107,10 @@ impl Sm {
             acked: 0,
             unacked: VecDeque::new(),
             max_unacked,
+            max_bytes: usize::MAX,
+            bytes: 0,
+            acked_offline: None,
+            acked_offline_rows: 0,
             id: None,
             resume_timeout: Duration::ZERO,
             requested: None,
@@ -116,20 +134,38 @@ impl Sm {
         self.unacked.len()
     }
 
-    /// Whether the queue is over its bound: the session must end.
+    /// Bounds the memory the unacknowledged stanzas may hold.
+    pub fn limit_bytes(&mut self, max_bytes: usize) {
+        self.max_bytes = max_bytes;
+    }
+
+    /// Whether the queue is over its bound (in stanzas or bytes): the session must end.
     pub fn over_limit(&self) -> bool {
-        self.unacked.len() > self.max_unacked
+        self.unacked.len() > self.max_unacked || self.bytes > self.max_bytes
     }
 
     /// Keeps a stanza that was just written (or collected while away) until it is acknowledged.
     /// The caller checks [`Sm::over_limit`] afterwards.
     pub fn push(&mut self, el: Box<Element>, now: Instant) {
+        self.push_from(el, now, None);
+    }
+
+    /// Like [`Sm::push`] for a message replayed from the offline store row `seq`.
+    pub fn push_offline(&mut self, el: Box<Element>, now: Instant, seq: i64) {
+        self.push_from(el, now, Some(seq));
+    }
+
+    fn push_from(&mut self, el: Box<Element>, now: Instant, offline_seq: Option<i64>) {
         if self.first_unrequested.is_none() && self.requested.is_none() {
             self.first_unrequested = Some(now);
         }
+        let bytes = crate::router::held_bytes(&el);
+        self.bytes += bytes;
         self.unacked.push_back(Unacked {
             el,
             queued_ms: now_ms(),
+            offline_seq,
+            bytes,
         });
     }
 
@@ -143,9 +179,31 @@ impl Sm {
                 sent: self.sent(),
             });
         }
-        self.unacked.drain(..n);
+        for u in self.unacked.drain(..n) {
+            self.bytes -= u.bytes;
+            if u.offline_seq.is_some() {
+                self.acked_offline = u.offline_seq.max(self.acked_offline);
+                self.acked_offline_rows += 1;
+            }
+        }
         self.acked = h;
         Ok(())
+    }
+
+    /// The highest offline-store seq acknowledged since the last call: the rows through it may
+    /// be deleted now.
+    pub fn take_acked_offline(&mut self) -> Option<i64> {
+        self.take_acked_offline_if(1)
+    }
+
+    /// Like [`Sm::take_acked_offline`], once at least `rows` rows were acknowledged: deletes
+    /// are batched while a replay goes on.
+    pub fn take_acked_offline_if(&mut self, rows: u32) -> Option<i64> {
+        if self.acked_offline_rows < rows {
+            return None;
+        }
+        self.acked_offline_rows = 0;
+        self.acked_offline.take()
     }
 
     /// An `<a/>` arrived: the outstanding request is answered.
@@ -195,6 +253,7 @@ impl Sm {
 
     /// Empties the queue (when the session ends for good).
     pub fn take_unacked(&mut self) -> VecDeque<Unacked> {
+        self.bytes = 0;
         std::mem::take(&mut self.unacked)
     }
 }
@@ -342,6 +401,41 @@ mod tests {
         sm.ack(5).unwrap();
         sm.answered();
         assert_eq!(sm.request_due(), None);
+    }
+
+    #[test]
+    fn acknowledged_offline_rows_are_reported_once() {
+        let now = Instant::now();
+        let mut sm = Sm::new(10);
+        sm.push_offline(msg(0), now, 7);
+        sm.push(msg(1), now);
+        sm.push_offline(msg(2), now, 9);
+        sm.ack(1).unwrap();
+        assert_eq!(sm.take_acked_offline(), Some(7));
+        assert_eq!(sm.take_acked_offline(), None);
+        sm.ack(2).unwrap();
+        assert_eq!(sm.take_acked_offline(), None, "a live stanza");
+        sm.ack(3).unwrap();
+        assert_eq!(sm.take_acked_offline(), Some(9));
+    }
+
+    #[test]
+    fn the_queue_is_bounded_in_bytes_too() {
+        let now = Instant::now();
+        let mut sm = Sm::new(100);
+        sm.limit_bytes(4096);
+        let big = || {
+            Box::new(
+                Element::new("message", ns::CLIENT)
+                    .with_child(Element::new("body", ns::CLIENT).with_text("x".repeat(3000))),
+            )
+        };
+        sm.push(big(), now);
+        assert!(!sm.over_limit());
+        sm.push(big(), now);
+        assert!(sm.over_limit());
+        sm.ack(1).unwrap();
+        assert!(!sm.over_limit(), "acknowledged bytes are released");
     }
 
     #[test]

@@ -4,8 +4,15 @@
 //! Every archive write goes through one writer task that commits up to [`BATCH`] operations per
 //! transaction: with `synchronous=FULL` each commit is an fsync, and one per message would cap a
 //! busy server at the disk's sync rate. A message delivered to an online session does not wait
-//! for its archive commit (it was delivered; the archive copy follows within milliseconds). A
-//! message for an offline account does wait: it is acknowledged only once committed.
+//! for its archive commit; what the client is told is durable waits for it: an offline copy
+//! ([`Storage::store_offline_archived`]) and XEP-0198 acknowledgements ([`Storage::barrier`]).
+//!
+//! A batch that fails (a full disk, an I/O error) is retried as a whole until it commits;
+//! nothing queued is dropped. While it fails, new work is refused with
+//! [`StorageError::Unavailable`] so that no client is told "stored" for what is not: see
+//! `keys::write_loop`.
+
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -74,6 +81,17 @@ impl std::fmt::Debug for Retraction {
 #[derive(Debug, Clone)]
 pub(crate) struct SealedEntry {
     pub(crate) meta: NewEntry,
+    /// XEP-0308: the archive seq of the message this one corrects, found before the entry was
+    /// queued (never looked up inside the writer's transaction).
+    pub(crate) corrects_seq: Option<i64>,
+    pub(crate) key_id: i64,
+    pub(crate) payload: Vec<u8>,
+}
+
+/// One archived row turned into a tombstone, sealed before it is queued.
+#[derive(Debug, Clone)]
+pub(crate) struct Tombstoned {
+    pub(crate) seq: i64,
     pub(crate) key_id: i64,
     pub(crate) payload: Vec<u8>,
 }
@@ -82,6 +100,14 @@ pub(crate) struct SealedEntry {
 pub(crate) enum WriteOp {
     /// Archive an entry.
     Insert(SealedEntry),
+    /// Archive an entry for an owner who is offline and queue it for them, stored once, both
+    /// or neither: nothing is archived for a message that bounces because the offline store
+    /// holds `max` messages already.
+    StoreOffline {
+        entry: SealedEntry,
+        max: u32,
+        done: oneshot::Sender<Result<(), StorageError>>,
+    },
     /// Queue an archived entry (inserted earlier in the queue) for its offline owner, stored
     /// once, under this per-account quota.
     LinkOffline {
@@ -90,14 +116,44 @@ pub(crate) enum WriteOp {
         max: u32,
         done: oneshot::Sender<Result<(), StorageError>>,
     },
-    /// Tombstone a message.
-    Retract(Retraction),
+    /// Replace archived rows by their tombstones (XEP-0424), built before they were queued.
+    Retract(Vec<Tombstoned>),
+    /// Remove an entry of `owner`'s archive: a message that was archived on its way to a
+    /// session that ended before taking it, and then bounced.
+    Delete { owner: String, id: String },
     /// Answer once everything queued before it is committed.
     Flush(oneshot::Sender<()>),
 }
 
-/// The sending side of the writer.
-pub(crate) type Writer = mpsc::Sender<WriteOp>;
+impl WriteOp {
+    /// Whether nobody waits for the result any more (the caller gave up). Such an operation is
+    /// left out when a failed batch is retried: its caller already told its client it failed.
+    pub(crate) fn abandoned(&self) -> bool {
+        match self {
+            WriteOp::StoreOffline { done, .. } | WriteOp::LinkOffline { done, .. } => {
+                done.is_closed()
+            }
+            _ => false,
+        }
+    }
+}
+
+/// The sending side of the writer, and whether its last batch failed.
+#[derive(Debug)]
+pub(crate) struct Writer {
+    pub(crate) tx: mpsc::Sender<WriteOp>,
+    pub(crate) failing: AtomicBool,
+}
+
+impl Writer {
+    pub(crate) fn is_failing(&self) -> bool {
+        self.failing.load(Ordering::Acquire)
+    }
+}
+
+/// How long a caller waits for an offline store before it gives up and bounces the message
+/// (the writer then drops the operation instead of retrying it).
+const STORE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Which page of the matching messages.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -244,10 +300,29 @@ impl Prefs {
 
 impl super::Storage {
     /// Queues `entry` for the archive and returns once it is queued, not yet committed: a
-    /// message delivered to an online session does not wait for the disk.
+    /// message delivered to an online session does not wait for the disk. A correction
+    /// (XEP-0308) is linked to the newest earlier message of the same conversation with the id
+    /// it names, found here, by index, before it is queued.
+    /// `Err(Unavailable)` while the database cannot be written.
     pub async fn archive(&self, entry: NewEntry) -> Result<(), StorageError> {
-        let entry = self.seal_entry(entry)?;
+        let entry = self.seal_entry(entry).await?;
         self.send_op(WriteOp::Insert(entry)).await
+    }
+
+    /// Archives `entry` for its owner, who has no session to take it, and queues it in their
+    /// offline store, in one transaction: both or neither. Returns once committed.
+    /// `Err(QuotaExceeded)` when the offline store holds `max` messages (nothing is archived
+    /// then), `Err(NotFound)` without an account.
+    pub async fn store_offline_archived(
+        &self,
+        entry: NewEntry,
+        max: u32,
+    ) -> Result<(), StorageError> {
+        let entry = self.seal_entry(entry).await?;
+        let (done, rx) = oneshot::channel();
+        self.send_op(WriteOp::StoreOffline { entry, max, done })
+            .await?;
+        wait_done(rx).await
     }
 
     /// Queues the archived entry `id` (archived with [`Storage::archive`] before) for its
@@ -255,21 +330,89 @@ impl super::Storage {
     /// committed. `Err(QuotaExceeded)` when the offline store holds `max` messages, `Err(NotFound)`
     /// when the entry is not in the archive (the account does not exist).
     pub async fn link_offline(&self, owner: &str, id: &str, max: u32) -> Result<(), StorageError> {
-        let (tx, rx) = oneshot::channel();
+        let (done, rx) = oneshot::channel();
         self.send_op(WriteOp::LinkOffline {
             owner: owner.to_owned(),
             id: id.to_owned(),
             max,
-            done: tx,
+            done,
         })
         .await?;
-        rx.await
-            .map_err(|_| StorageError::Database("the archive writer stopped".into()))?
+        wait_done(rx).await
     }
 
-    /// Queues a XEP-0424 retraction: the original and its corrections become tombstones.
-    pub async fn retract(&self, r: Retraction) -> Result<(), StorageError> {
-        self.send_op(WriteOp::Retract(r)).await
+    /// Queues the removal of `owner`'s archive entry `id`.
+    pub async fn delete_archived(&self, owner: &str, id: &str) -> Result<(), StorageError> {
+        self.send_op(WriteOp::Delete {
+            owner: owner.to_owned(),
+            id: id.to_owned(),
+        })
+        .await
+    }
+
+    /// A XEP-0424 retraction: the newest message of the conversation that the retraction names
+    /// (by origin-id or id) and every correction of it become tombstones. The rows are found by
+    /// index and the tombstones built and sealed here; the writer only replaces the payloads.
+    /// Returns once the change is queued; `Ok(false)` when there is nothing to retract.
+    pub async fn retract(&self, r: Retraction) -> Result<bool, StorageError> {
+        let super::Pool::Sqlite(db) = &self.pool;
+        let mut target = db.find_original(&r).await?;
+        if target.is_none() {
+            // The original may still be queued (a retraction right after the message): commit
+            // what is queued and look again.
+            self.flush_archive().await;
+            target = db.find_original(&r).await?;
+        }
+        let Some(seq) = target else {
+            return Ok(false);
+        };
+        let keys = self.keyring()?;
+        let mut rows = Vec::new();
+        for row in db.retraction_rows(&r.owner, seq).await? {
+            let aad = RecordAad {
+                kind: RecordKind::Archive,
+                owner: &r.owner,
+                id: &row.id,
+                stamp_unix_ms: row.stamp_unix_ms,
+            };
+            let plain = keys.open(row.key_id, &aad, &row.payload)?;
+            let plain = String::from_utf8(plain)
+                .map_err(|_| StorageError::Database("archived stanza is not UTF-8".into()))?;
+            let Some(tomb) = (r.tombstone)(&plain) else {
+                continue;
+            };
+            let sealed = keys.seal(&aad, tomb.as_bytes())?;
+            rows.push(Tombstoned {
+                seq: row.seq,
+                key_id: sealed.key_id,
+                payload: sealed.blob,
+            });
+        }
+        if rows.is_empty() {
+            return Ok(false);
+        }
+        self.send_op(WriteOp::Retract(rows)).await?;
+        Ok(true)
+    }
+
+    /// Waits until everything queued for the writer so far is committed to disk: what a
+    /// XEP-0198 acknowledgement may then say was handled. Fails when storage was closed.
+    pub async fn barrier(&self) -> Result<(), StorageError> {
+        let u = self.unlocked.get().ok_or(StorageError::Locked)?;
+        let (tx, rx) = oneshot::channel();
+        u.writer
+            .tx
+            .send(WriteOp::Flush(tx))
+            .await
+            .map_err(|_| StorageError::Database("the archive writer stopped".into()))?;
+        rx.await
+            .map_err(|_| StorageError::Database("the archive writer stopped".into()))
+    }
+
+    /// Whether the archive writer's last batch failed (a full disk, an I/O error): new work is
+    /// refused until it commits again.
+    pub fn is_failing(&self) -> bool {
+        self.unlocked.get().is_some_and(|u| u.writer.is_failing())
     }
 
     /// One page of `owner`'s archive, decrypted. `Err(NotFound)` for an unknown paging id.
@@ -338,7 +481,11 @@ impl super::Storage {
         db.expire_archive(domain, before_unix_ms, batch).await
     }
 
-    fn seal_entry(&self, meta: NewEntry) -> Result<SealedEntry, StorageError> {
+    async fn seal_entry(&self, meta: NewEntry) -> Result<SealedEntry, StorageError> {
+        let corrects_seq = match &meta.corrects {
+            Some(id) => self.correction_target(&meta, id).await?,
+            None => None,
+        };
         let aad = RecordAad {
             kind: RecordKind::Archive,
             owner: &meta.owner,
@@ -349,6 +496,7 @@ impl super::Storage {
         Ok(SealedEntry {
             key_id: sealed.key_id,
             payload: sealed.blob,
+            corrects_seq,
             meta: NewEntry {
                 // The plaintext is not kept beside its ciphertext.
                 stanza: String::new(),
@@ -357,12 +505,45 @@ impl super::Storage {
         })
     }
 
+    /// The seq of the message a correction replaces: the newest of the conversation, in the
+    /// same direction, whose `id` attribute is `id`.
+    async fn correction_target(
+        &self,
+        meta: &NewEntry,
+        id: &str,
+    ) -> Result<Option<i64>, StorageError> {
+        let super::Pool::Sqlite(db) = &self.pool;
+        let find = || db.find_by_msg_id(&meta.owner, &meta.with_bare, meta.outgoing, id);
+        match find().await? {
+            Some(seq) => Ok(Some(seq)),
+            None => {
+                // A correction sent right after its original: commit what is queued first.
+                self.flush_archive().await;
+                find().await
+            }
+        }
+    }
+
     async fn send_op(&self, op: WriteOp) -> Result<(), StorageError> {
         let u = self.unlocked.get().ok_or(StorageError::Locked)?;
+        if u.writer.is_failing() {
+            return Err(StorageError::Unavailable);
+        }
         u.writer
+            .tx
             .send(op)
             .await
             .map_err(|_| StorageError::Database("the archive writer stopped".into()))
+    }
+}
+
+/// Waits for the writer's answer, bounded: a caller that gives up tells its client the
+/// message was not stored, and the writer then drops the operation (see [`WriteOp::abandoned`]).
+async fn wait_done(rx: oneshot::Receiver<Result<(), StorageError>>) -> Result<(), StorageError> {
+    match tokio::time::timeout(STORE_WAIT, rx).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(_)) => Err(StorageError::Database("the archive writer stopped".into())),
+        Err(_) => Err(StorageError::Unavailable),
     }
 }
 

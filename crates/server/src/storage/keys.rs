@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
-use super::archive::{BATCH, QUEUE, WriteOp};
+use super::archive::{BATCH, QUEUE, WriteOp, Writer};
 use super::{Pool, Storage, StorageError, Unlocked};
 use crate::crypto::{Kek, KeySet, Keyring, RecordAad, RecordKind};
 
@@ -48,9 +48,13 @@ impl Storage {
         let set = load_set(db, &kek).await?;
         let keys = Arc::new(Keyring::new(kek, set));
         let (tx, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(write_loop(db.clone(), keys.clone(), rx));
+        let writer = Arc::new(Writer {
+            tx,
+            failing: Default::default(),
+        });
+        tokio::spawn(write_loop(db.clone(), writer.clone(), rx));
         self.unlocked
-            .set(Unlocked { keys, writer: tx })
+            .set(Unlocked { keys, writer })
             .map_err(|_| StorageError::Database("the database was already unlocked".into()))?;
         self.seal_legacy_offline().await
     }
@@ -136,7 +140,7 @@ impl Storage {
     pub async fn flush_archive(&self) {
         if let Some(u) = self.unlocked.get() {
             let (tx, rx) = tokio::sync::oneshot::channel();
-            if u.writer.send(WriteOp::Flush(tx)).await.is_ok() {
+            if u.writer.tx.send(WriteOp::Flush(tx)).await.is_ok() {
                 let _ = rx.await;
             }
         }
@@ -216,38 +220,80 @@ async fn load_set(db: &super::sqlite::Sqlite, kek: &Kek) -> Result<KeySet, Stora
 }
 
 /// The archive writer: commits queued operations in batches until every sender is gone.
+///
+/// A batch that fails as a whole (a full disk, an I/O error, a lock held too long) is retried
+/// with growing pauses until it commits: its operations were acknowledged as queued, and a
+/// message delivered to a session must not lose its archive copy. Meanwhile the writer is
+/// marked as failing, which refuses new work at [`Storage::archive`] and the other queueing
+/// calls (the client learns its message was not taken), and the condition is logged once when
+/// it starts, once a minute while it lasts, and once when it ends.
 async fn write_loop(
     db: super::sqlite::Sqlite,
-    keys: Arc<Keyring>,
+    writer: Arc<Writer>,
     mut rx: mpsc::Receiver<WriteOp>,
 ) {
+    use std::sync::atomic::Ordering;
     let mut ops = Vec::with_capacity(BATCH);
     while rx.recv_many(&mut ops, BATCH).await > 0 {
-        let results = match db.write_batch(&ops, &keys).await {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::error!(error = %e, operations = ops.len(), "archive write failed");
-                vec![Err(e); ops.len()]
+        let mut pause = RETRY_FIRST;
+        let mut failed_at: Option<tokio::time::Instant> = None;
+        let mut last_log = tokio::time::Instant::now();
+        let results = loop {
+            match db.write_batch(&ops).await {
+                Ok(r) => break r,
+                Err(e) => {
+                    let now = tokio::time::Instant::now();
+                    if failed_at.is_none() {
+                        failed_at = Some(now);
+                        last_log = now;
+                        writer.failing.store(true, Ordering::Release);
+                        tracing::error!(error = %e, operations = ops.len(),
+                            "the message archive cannot be written; new messages are refused until it can, and the queued writes are retried");
+                    } else if now.duration_since(last_log) >= RETRY_LOG_EVERY {
+                        last_log = now;
+                        tracing::error!(error = %e, operations = ops.len(),
+                            "the message archive still cannot be written; retrying");
+                    }
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(RETRY_MAX);
+                    // Callers that gave up waiting told their clients the message was not
+                    // stored: their operations must not be committed after all.
+                    ops.retain(|op| !op.abandoned());
+                }
             }
         };
+        if let Some(t) = failed_at {
+            writer.failing.store(false, Ordering::Release);
+            tracing::warn!(
+                seconds = t.elapsed().as_secs(),
+                "the message archive can be written again; the writes held meanwhile are committed"
+            );
+        }
         for (op, r) in ops.drain(..).zip(results) {
             match op {
-                WriteOp::LinkOffline { done, .. } => {
+                WriteOp::LinkOffline { done, .. } | WriteOp::StoreOffline { done, .. } => {
                     let _ = done.send(r);
                 }
                 WriteOp::Flush(d) => {
                     let _ = d.send(());
                 }
-                WriteOp::Insert(_) | WriteOp::Retract(_) => match r {
+                WriteOp::Insert(_) | WriteOp::Retract(_) | WriteOp::Delete { .. } => match r {
                     Ok(()) => {}
                     // A message for an account that does not exist (it is bounced): anyone
                     // can cause this, so it is no reason to warn the operator.
                     Err(StorageError::NotFound) => {
                         tracing::debug!("archive entry for an account that does not exist");
                     }
-                    Err(e) => tracing::warn!(error = %e, "an archive write was not stored"),
+                    Err(e) => tracing::warn!(error = %e, "an archive write was refused"),
                 },
             }
         }
     }
 }
+
+/// First pause before a failed batch is retried; it doubles up to [`RETRY_MAX`].
+const RETRY_FIRST: std::time::Duration = std::time::Duration::from_millis(50);
+/// Longest pause between retries of a failed batch.
+const RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(2);
+/// How often a lasting failure is logged again.
+const RETRY_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(60);

@@ -68,6 +68,26 @@ pub enum StorageError {
     /// A record could not be sealed or opened.
     #[error("{0}")]
     Crypto(#[from] CryptoError),
+    /// The database cannot be written at the moment (a full disk, an I/O error): the
+    /// operation was refused so that nothing is acknowledged that is not stored. Writes
+    /// resume by themselves once the cause is fixed.
+    #[error(
+        "the database cannot be written at the moment (see the server log for the cause: a \
+         full disk, an I/O error); the operation was refused so that nothing is acknowledged \
+         that is not stored, and writing resumes by itself once the cause is fixed"
+    )]
+    Unavailable,
+    /// The database file is damaged (SQLite reports corruption). Holds what it reported.
+    #[error(
+        "the database file is damaged ({0}); stop the server, keep a copy of the damaged file, \
+         and restore the last backup (docs/operating.md, \"Data directory and backups\") or \
+         salvage what is readable with `sqlite3 zorg.db .recover`"
+    )]
+    Corrupt(String),
+    /// The database refused a record it should never have been given (a check constraint):
+    /// a bug, reported instead of retried.
+    #[error("the database refused a record: {0}")]
+    Rejected(String),
     /// The schema could not be brought up to date at open.
     #[error(
         "database schema migration failed: {0}; restore the database from a backup or run the \
@@ -87,6 +107,15 @@ pub struct OfflineMessage {
     pub stanza: String,
     /// When the server accepted the message (Unix milliseconds), for XEP-0203 delay stamps.
     pub stamp_unix_ms: i64,
+}
+
+/// A page of an account's offline messages (see [`OfflineStore::offline_page`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OfflinePage {
+    /// The messages, in arrival order; retracted ones (XEP-0424) are left out.
+    pub messages: Vec<OfflineMessage>,
+    /// The seq of the last row read (retracted ones included); `None` when there was none.
+    pub last_seq: Option<i64>,
 }
 
 /// One XEP-0357 push registration: where to publish notifications for one of the account's
@@ -198,6 +227,14 @@ pub trait OfflineStore {
         &self,
         owner: &str,
     ) -> impl Future<Output = Result<Vec<OfflineMessage>, StorageError>> + Send;
+    /// At most `limit` of the account's messages after `after_seq`, in arrival order: a replay
+    /// pages through the store instead of reading all of it at once.
+    fn offline_page(
+        &self,
+        owner: &str,
+        after_seq: i64,
+        limit: u32,
+    ) -> impl Future<Output = Result<OfflinePage, StorageError>> + Send;
     /// Deletes messages up to and including `seq` (after they were delivered and written to the
     /// socket); returns how many were deleted.
     fn delete_offline_through(
@@ -285,7 +322,7 @@ pub struct Storage {
 #[derive(Debug)]
 struct Unlocked {
     keys: Arc<Keyring>,
-    writer: archive::Writer,
+    writer: Arc<archive::Writer>,
 }
 
 impl Storage {
@@ -309,14 +346,26 @@ impl Storage {
     }
 
     /// Commits queued archive writes, waits for running operations and closes every
-    /// connection. Later calls fail.
+    /// connection. Later calls fail. A writer that cannot commit (a full disk) holds the close
+    /// up for at most [`CLOSE_FLUSH`].
     pub async fn close(&self) {
-        self.flush_archive().await;
+        if tokio::time::timeout(CLOSE_FLUSH, self.flush_archive())
+            .await
+            .is_err()
+        {
+            tracing::error!(
+                "queued archive writes could not be committed before the shutdown (see the \
+                 errors above); the messages were delivered, their archive copies are missing"
+            );
+        }
         match &self.pool {
             Pool::Sqlite(db) => db.close().await,
         }
     }
 }
+
+/// How long closing the database waits for queued archive writes.
+const CLOSE_FLUSH: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Parses a stanza read back from storage. Stored stanzas passed the limits when they were
 /// received, so the bounds here are generous: lowering `[limits]` later must not make stored
@@ -446,10 +495,21 @@ impl OfflineStore for Storage {
             .await
     }
     async fn offline_messages(&self, owner: &str) -> Result<Vec<OfflineMessage>, StorageError> {
+        Ok(self.offline_page(owner, 0, u32::MAX).await?.messages)
+    }
+    async fn offline_page(
+        &self,
+        owner: &str,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<OfflinePage, StorageError> {
         let Pool::Sqlite(db) = &self.pool;
-        let rows = db.offline_messages(owner).await?;
+        let rows = db.offline_messages(owner, after_seq, limit).await?;
         let keys = self.keyring()?;
-        let mut out = Vec::with_capacity(rows.len());
+        let mut out = OfflinePage {
+            messages: Vec::with_capacity(rows.len()),
+            last_seq: rows.last().map(|r| r.seq),
+        };
         for r in rows {
             let plain = match &r.archived {
                 // XEP-0424: a message retracted before it was delivered is not delivered; the
@@ -476,7 +536,7 @@ impl OfflineStore for Storage {
                     &r.payload,
                 ),
             }?;
-            out.push(OfflineMessage {
+            out.messages.push(OfflineMessage {
                 seq: r.seq,
                 id: r.id,
                 stanza: String::from_utf8(plain)

@@ -373,6 +373,9 @@ async fn bind<S: AsyncRead + AsyncWrite + Unpin>(
                 resource,
                 tx,
                 state: Arc::default(),
+                queue: crate::router::QueueBudget::new(
+                    server.config.limits.max_session_queue_bytes as usize,
+                ),
             });
             match server.router.bind(
                 handle.clone(),

@@ -91,24 +91,71 @@ async fn wanted(server: &Arc<Server>, owner: &str, with_bare: &str) -> bool {
     }
 }
 
-/// Archives a message in `owner`'s archive if it qualifies; `peer` is the other party's JID.
-/// For an incoming message, adds the `<stanza-id/>` the recipient's clients use to find it in
-/// the archive. Returns the archive id and stamp when archived.
-pub async fn archive(
+/// A message's entry for one archive, made before the message is delivered (the recipient's
+/// copy carries the entry's stanza-id) and queued once the outcome is known: a message that
+/// bounces is archived nowhere.
+pub struct Prepared {
+    entry: NewEntry,
+    /// XEP-0424: the retraction this message applies, recorded in the audit trail already.
+    retraction: Option<Retraction>,
+}
+
+impl Prepared {
+    /// The entry's stanza-id in its archive.
+    pub fn id(&self) -> &str {
+        &self.entry.id
+    }
+}
+
+/// The audit trail refused the record of a retraction: the message must be refused.
+#[derive(Debug, Clone, Copy)]
+pub struct Unaudited;
+
+/// Prepares `owner`'s archive entry for a message if it qualifies; `peer` is the other party's
+/// JID. For an incoming message, adds the `<stanza-id/>` the recipient's clients use to find it
+/// in the archive. A retraction (XEP-0424) is recorded in the audit trail here, before the
+/// message goes anywhere, and refused (`Err`) when it cannot be.
+pub async fn prepare(
     server: &Arc<Server>,
     owner: &str,
     peer: &str,
     outgoing: bool,
     el: &mut Element,
-) -> Option<(String, i64)> {
+) -> Result<Option<Prepared>, Unaudited> {
     if !server.config.archive.enabled || !archivable(el) {
-        return None;
+        return Ok(None);
     }
-    let peer = Jid::new(peer).ok()?;
+    let Ok(peer) = Jid::new(peer) else {
+        return Ok(None);
+    };
     let with_bare = peer.to_bare().to_string();
     if !wanted(server, owner, &with_bare).await {
-        return None;
+        return Ok(None);
     }
+    let retraction = match retraction_target(el) {
+        None => None,
+        Some((target, version)) => {
+            let by = if outgoing { owner } else { with_bare.as_str() };
+            let ev = crate::audit::Event::ArchiveRetracted {
+                archive: owner.to_owned(),
+                by: by.to_owned(),
+                message: crate::audit::event::cut(&target),
+            };
+            if server.audit.record(ev).await.is_err() {
+                return Err(Unaudited);
+            }
+            let retraction_id = el.attr("id").map(str::to_owned);
+            Some(Retraction {
+                owner: owner.to_owned(),
+                with_bare: with_bare.clone(),
+                outgoing,
+                target,
+                tombstone: Box::new(move |original| {
+                    tombstone(original, version, retraction_id.as_deref())
+                }),
+            })
+        }
+    };
     let stamp = now_ms();
     let id = archive_id(stamp);
     if !outgoing {
@@ -128,9 +175,9 @@ pub async fn archive(
         .map(str::to_owned);
     let entry = NewEntry {
         owner: owner.to_owned(),
-        id: id.clone(),
+        id,
         stamp_unix_ms: stamp,
-        with_bare: with_bare.clone(),
+        with_bare,
         with_resource: peer.resource().map(|r| r.to_string()).unwrap_or_default(),
         outgoing,
         msg_id: el.attr("id").map(str::to_owned),
@@ -138,34 +185,54 @@ pub async fn archive(
         corrects,
         stanza: el.to_xml(ns::CLIENT),
     };
-    if let Err(e) = server.storage.archive(entry).await {
+    Ok(Some(Prepared { entry, retraction }))
+}
+
+/// Queues a prepared entry (the message was delivered, or went elsewhere, e.g. to another
+/// server) and applies its retraction.
+pub async fn commit(server: &Arc<Server>, p: Prepared) {
+    if let Err(e) = server.storage.archive(p.entry).await {
         tracing::error!(error = %e, "archiving a message failed");
-        return None;
+        return;
     }
-    if let Some((target, version)) = retraction_target(el) {
-        let by = if outgoing { owner } else { with_bare.as_str() };
-        let ev = crate::audit::Event::ArchiveRetracted {
-            archive: owner.to_owned(),
-            by: by.to_owned(),
-            message: crate::audit::event::cut(&target),
-        };
-        // The retraction request is archived already; its application is what is recorded.
-        let _ = server.audit.record(ev).await;
-        let retraction_id = el.attr("id").map(str::to_owned);
-        let r = Retraction {
-            owner: owner.to_owned(),
-            with_bare,
-            outgoing,
-            target,
-            tombstone: Box::new(move |original| {
-                tombstone(original, version, retraction_id.as_deref())
-            }),
-        };
-        if let Err(e) = server.storage.retract(r).await {
-            tracing::error!(error = %e, "queueing a retraction failed");
-        }
+    apply_retraction(server, p.retraction).await;
+}
+
+/// Archives a prepared entry for an owner who is offline and stores it for them, both or
+/// neither; durable when this returns `Ok`.
+pub async fn commit_offline(
+    server: &Arc<Server>,
+    p: Prepared,
+    max: u32,
+) -> Result<(), crate::storage::StorageError> {
+    server.storage.store_offline_archived(p.entry, max).await?;
+    apply_retraction(server, p.retraction).await;
+    Ok(())
+}
+
+async fn apply_retraction(server: &Arc<Server>, r: Option<Retraction>) {
+    if let Some(r) = r
+        && let Err(e) = server.storage.retract(r).await
+    {
+        tracing::error!(error = %e, "applying a retraction to the archive failed");
     }
-    Some((id, stamp))
+}
+
+/// Archives a message in `owner`'s archive at once if it qualifies (see [`prepare`]). Returns
+/// the archive id when archived; `Err` when a retraction could not be audited.
+pub async fn archive(
+    server: &Arc<Server>,
+    owner: &str,
+    peer: &str,
+    outgoing: bool,
+    el: &mut Element,
+) -> Result<Option<String>, Unaudited> {
+    let Some(p) = prepare(server, owner, peer, outgoing, el).await? else {
+        return Ok(None);
+    };
+    let id = p.id().to_owned();
+    commit(server, p).await;
+    Ok(Some(id))
 }
 
 /// The id a XEP-0424 retraction refers to, and the namespace version it uses.

@@ -6,14 +6,22 @@ use sqlx::{AssertSqlSafe, Row as _};
 
 use super::offline::{OfflineBody, insert_offline};
 use super::{BEGIN_WRITE, Sqlite, db_error, to_u64};
-use crate::crypto::{Keyring, RecordAad, RecordKind};
 use crate::storage::StorageError;
 use crate::storage::archive::{
-    ArchiveQuery, Bounds, Page, PrefMode, Prefs, Retraction, SealedEntry, WriteOp,
+    ArchiveQuery, Bounds, Page, PrefMode, Prefs, Retraction, SealedEntry, Tombstoned, WriteOp,
 };
 
 /// A stored entry, still sealed.
 pub(crate) struct SealedRow {
+    pub(crate) id: String,
+    pub(crate) stamp_unix_ms: i64,
+    pub(crate) key_id: i64,
+    pub(crate) payload: Vec<u8>,
+}
+
+/// A stored entry with its seq, still sealed (for retractions).
+pub(crate) struct SealedRowSeq {
+    pub(crate) seq: i64,
     pub(crate) id: String,
     pub(crate) stamp_unix_ms: i64,
     pub(crate) key_id: i64,
@@ -75,12 +83,18 @@ fn bind_all<'q>(
 
 impl Sqlite {
     /// Commits a batch of writer operations in one transaction. Returns one result per
-    /// operation; a failed transaction fails every operation in it.
+    /// operation. An operation refused by a constraint (an account that does not exist, a
+    /// full offline store) fails alone; any other error fails the whole batch, which the writer
+    /// then retries. Nothing here looks anything up beyond the rows it writes: targets of
+    /// corrections and retractions were found before the operations were queued.
     pub(crate) async fn write_batch(
         &self,
         ops: &[WriteOp],
-        keys: &Keyring,
     ) -> Result<Vec<Result<(), StorageError>>, StorageError> {
+        // Batches commit in order, so barriers alone have nothing left to wait for.
+        if ops.iter().all(|op| matches!(op, WriteOp::Flush(_))) {
+            return Ok(vec![Ok(()); ops.len()]);
+        }
         let mut tx = self
             .writer
             .begin_with(BEGIN_WRITE)
@@ -88,20 +102,22 @@ impl Sqlite {
             .map_err(db_error)?;
         let mut results = Vec::with_capacity(ops.len());
         // Plain inserts are written ROWS at a time: one statement (one trip to the driver's
-        // thread) instead of one per message. Anything that reads what came before (a
-        // correction's link, an offline pointer, a retraction) first writes what is pending.
+        // thread) instead of one per message. Anything that depends on what came before (an
+        // offline pointer, a retraction) first writes what is pending.
         let mut pending: Vec<&SealedEntry> = Vec::with_capacity(ROWS);
         for op in ops {
-            if let WriteOp::Insert(entry) = op
-                && entry.meta.corrects.is_none()
-            {
+            if let WriteOp::Insert(entry) = op {
                 pending.push(entry);
                 if pending.len() == ROWS {
                     insert_rows(&mut tx, &pending).await?;
                     pending.clear();
                 }
-                // A row for an account that does not exist is left out, as the single insert
-                // does; nobody waits for an insert's result.
+                // A row for an account that does not exist is left out; nobody waits for an
+                // insert's result.
+                results.push(Ok(()));
+                continue;
+            }
+            if matches!(op, WriteOp::Flush(_)) {
                 results.push(Ok(()));
                 continue;
             }
@@ -110,69 +126,112 @@ impl Sqlite {
                 pending.clear();
             }
             let r = match op {
-                WriteOp::Insert(entry) => {
-                    let e = &entry.meta;
-                    let inserted = sqlx::query(
-                        "INSERT INTO archive (owner, id, stamp_unix_ms, with_bare, with_resource, \
-                         outgoing, msg_id, origin_id, corrects, key_id, payload) \
-                         SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, \
-                           (SELECT seq FROM archive WHERE owner = ?1 AND with_bare = ?4 \
-                              AND outgoing = ?6 AND msg_id = ?9 ORDER BY seq DESC LIMIT 1), \
-                           ?10, ?11 \
-                         WHERE EXISTS (SELECT 1 FROM accounts WHERE jid = ?1)",
-                    )
-                    .bind(&e.owner)
-                    .bind(&e.id)
-                    .bind(e.stamp_unix_ms)
-                    .bind(&e.with_bare)
-                    .bind(&e.with_resource)
-                    .bind(i64::from(e.outgoing))
-                    .bind(&e.msg_id)
-                    .bind(&e.origin_id)
-                    .bind(&e.corrects)
-                    .bind(entry.key_id)
-                    .bind(&entry.payload)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(db_error)?
-                    .rows_affected();
-                    if inserted == 1 {
-                        Ok(())
-                    } else {
-                        Err(StorageError::NotFound)
-                    }
+                WriteOp::StoreOffline { entry, max, .. } => {
+                    store_offline(&mut tx, entry, *max).await
                 }
                 WriteOp::LinkOffline { owner, id, max, .. } => {
-                    let found: Option<(i64, i64)> = sqlx::query_as(
-                        "SELECT seq, stamp_unix_ms FROM archive WHERE owner = ?1 AND id = ?2",
-                    )
-                    .bind(owner)
-                    .bind(id)
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(db_error)?;
-                    match found {
-                        None => Err(StorageError::NotFound),
-                        Some((seq, stamp)) => {
-                            let body = OfflineBody::Archived(seq);
-                            if insert_offline(&mut *tx, owner, id, stamp, body, *max).await? {
-                                Ok(())
-                            } else {
-                                Err(StorageError::QuotaExceeded)
-                            }
-                        }
-                    }
+                    link_offline(&mut tx, owner, id, *max).await
                 }
-                WriteOp::Retract(r) => retract(&mut tx, r, keys).await,
-                WriteOp::Flush(_) => Ok(()),
+                WriteOp::Retract(rows) => tombstone_rows(&mut tx, rows).await,
+                WriteOp::Delete { owner, id } => {
+                    sqlx::query("DELETE FROM archive WHERE owner = ?1 AND id = ?2")
+                        .bind(owner)
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await
+                        .map(|_| ())
+                        .map_err(db_error)
+                }
+                WriteOp::Insert(_) | WriteOp::Flush(_) => Ok(()),
             };
-            results.push(r);
+            match r {
+                Err(e) if transient(&e) => return Err(e),
+                r => results.push(r),
+            }
         }
         if !pending.is_empty() {
             insert_rows(&mut tx, &pending).await?;
         }
         tx.commit().await.map_err(db_error)?;
         Ok(results)
+    }
+
+    /// The seq of the newest message of the conversation with `id` as its `id` attribute, in
+    /// the given direction (XEP-0308 corrections refer to it). An index probe on a reader.
+    pub(crate) async fn find_by_msg_id(
+        &self,
+        owner: &str,
+        with_bare: &str,
+        outgoing: bool,
+        id: &str,
+    ) -> Result<Option<i64>, StorageError> {
+        sqlx::query_scalar(
+            "SELECT seq FROM archive INDEXED BY archive_by_msg_id \
+             WHERE owner = ?1 AND with_bare = ?2 AND msg_id = ?4 AND outgoing = ?3 \
+             ORDER BY seq DESC LIMIT 1",
+        )
+        .bind(owner)
+        .bind(with_bare)
+        .bind(i64::from(outgoing))
+        .bind(id)
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(db_error)
+    }
+
+    /// The seq of the message a retraction names: the newest of the conversation, in the
+    /// retraction's direction, not yet retracted, whose origin-id or `id` attribute is the
+    /// target. Two index probes on a reader.
+    pub(crate) async fn find_original(&self, r: &Retraction) -> Result<Option<i64>, StorageError> {
+        sqlx::query_scalar(
+            "SELECT MAX(seq) FROM ( \
+               SELECT seq FROM archive INDEXED BY archive_by_origin_id \
+                 WHERE owner = ?1 AND with_bare = ?2 AND origin_id = ?4 \
+                   AND outgoing = ?3 AND retracted = 0 \
+               UNION ALL \
+               SELECT seq FROM archive INDEXED BY archive_by_msg_id \
+                 WHERE owner = ?1 AND with_bare = ?2 AND msg_id = ?4 \
+                   AND outgoing = ?3 AND retracted = 0)",
+        )
+        .bind(&r.owner)
+        .bind(&r.with_bare)
+        .bind(i64::from(r.outgoing))
+        .bind(&r.target)
+        .fetch_one(&self.reader)
+        .await
+        .map_err(db_error)
+    }
+
+    /// The original at `seq` and its corrections that are not retracted yet, still sealed.
+    pub(crate) async fn retraction_rows(
+        &self,
+        owner: &str,
+        seq: i64,
+    ) -> Result<Vec<SealedRowSeq>, StorageError> {
+        let rows = sqlx::query(
+            "SELECT seq, id, stamp_unix_ms, key_id, payload FROM archive \
+             WHERE seq = ?2 AND owner = ?1 AND retracted = 0 \
+             UNION ALL \
+             SELECT seq, id, stamp_unix_ms, key_id, payload FROM archive \
+               INDEXED BY archive_corrections \
+             WHERE corrects = ?2 AND owner = ?1 AND retracted = 0",
+        )
+        .bind(owner)
+        .bind(seq)
+        .fetch_all(&self.reader)
+        .await
+        .map_err(db_error)?;
+        rows.iter()
+            .map(|r| {
+                Ok(SealedRowSeq {
+                    seq: r.try_get("seq").map_err(db_error)?,
+                    id: r.try_get("id").map_err(db_error)?,
+                    stamp_unix_ms: r.try_get("stamp_unix_ms").map_err(db_error)?,
+                    key_id: r.try_get("key_id").map_err(db_error)?,
+                    payload: r.try_get("payload").map_err(db_error)?,
+                })
+            })
+            .collect()
     }
 
     /// One page of `owner`'s archive. `Err(NotFound)` when a paging or filter id is unknown.
@@ -421,27 +480,28 @@ impl Sqlite {
     }
 }
 
-/// Rows per multi-row insert: 10 parameters each, far below SQLite's limit of 32,766.
+/// Rows per multi-row insert: 11 parameters each, far below SQLite's limit of 32,766.
 const ROWS: usize = 64;
 
-/// Inserts entries without a correction link in one statement; rows whose owner has no account
-/// are left out.
+/// Inserts entries in one statement; rows whose owner has no account are left out, and so is
+/// a row whose id the owner's archive holds already (ids are random: only a retried batch
+/// could repeat one).
 async fn insert_rows(
     tx: &mut sqlx::SqliteConnection,
     rows: &[&SealedEntry],
 ) -> Result<(), StorageError> {
-    let mut sql = String::with_capacity(300 + rows.len() * 24);
+    let mut sql = String::with_capacity(320 + rows.len() * 26);
     sql.push_str(
-        "INSERT INTO archive (owner, id, stamp_unix_ms, with_bare, with_resource, outgoing, \
-         msg_id, origin_id, key_id, payload) \
+        "INSERT OR IGNORE INTO archive (owner, id, stamp_unix_ms, with_bare, with_resource, \
+         outgoing, msg_id, origin_id, corrects, key_id, payload) \
          SELECT v.column1, v.column2, v.column3, v.column4, v.column5, v.column6, v.column7, \
-           v.column8, v.column9, v.column10 FROM (VALUES ",
+           v.column8, v.column9, v.column10, v.column11 FROM (VALUES ",
     );
     for i in 0..rows.len() {
         sql.push_str(if i == 0 {
-            "(?,?,?,?,?,?,?,?,?,?)"
+            "(?,?,?,?,?,?,?,?,?,?,?)"
         } else {
-            ",(?,?,?,?,?,?,?,?,?,?)"
+            ",(?,?,?,?,?,?,?,?,?,?,?)"
         });
     }
     sql.push_str(") AS v WHERE EXISTS (SELECT 1 FROM accounts WHERE jid = v.column1)");
@@ -457,6 +517,7 @@ async fn insert_rows(
             .bind(i64::from(e.outgoing))
             .bind(&e.msg_id)
             .bind(&e.origin_id)
+            .bind(r.corrects_seq)
             .bind(r.key_id)
             .bind(&r.payload);
     }
@@ -464,65 +525,118 @@ async fn insert_rows(
     Ok(())
 }
 
-/// Tombstones the newest matching message not yet retracted, and every correction of it.
-async fn retract(
+/// Whether a failed operation failed the transaction (retry the batch) rather than being
+/// refused on its own by a constraint.
+fn transient(e: &StorageError) -> bool {
+    matches!(e, StorageError::Database(_))
+}
+
+/// Inserts one archive row (with its correction link) and queues it in the offline store,
+/// unless the account holds `max` offline messages already: both or neither.
+async fn store_offline(
     tx: &mut sqlx::SqliteConnection,
-    r: &Retraction,
-    keys: &Keyring,
+    entry: &SealedEntry,
+    max: u32,
 ) -> Result<(), StorageError> {
-    let original = sqlx::query(
-        "SELECT seq, id, stamp_unix_ms, key_id, payload FROM archive \
-         WHERE owner = ?1 AND with_bare = ?2 AND outgoing = ?3 AND retracted = 0 \
-           AND (origin_id = ?4 OR msg_id = ?4) \
-         ORDER BY seq DESC LIMIT 1",
-    )
-    .bind(&r.owner)
-    .bind(&r.with_bare)
-    .bind(i64::from(r.outgoing))
-    .bind(&r.target)
-    .fetch_optional(&mut *tx)
-    .await
-    .map_err(db_error)?;
-    let Some(original) = original else {
-        return Ok(());
-    };
-    let seq: i64 = original.try_get("seq").map_err(db_error)?;
-    let corrections = sqlx::query(
-        "SELECT seq, id, stamp_unix_ms, key_id, payload FROM archive \
-         WHERE owner = ?1 AND corrects = ?2 AND retracted = 0",
-    )
-    .bind(&r.owner)
-    .bind(seq)
-    .fetch_all(&mut *tx)
-    .await
-    .map_err(db_error)?;
-    for row in std::iter::once(&original).chain(corrections.iter()) {
-        let seq: i64 = row.try_get("seq").map_err(db_error)?;
-        let s = sealed_row(row)?;
-        let aad = RecordAad {
-            kind: RecordKind::Archive,
-            owner: &r.owner,
-            id: &s.id,
-            stamp_unix_ms: s.stamp_unix_ms,
-        };
-        let plain = keys
-            .open(s.key_id, &aad, &s.payload)
-            .map_err(StorageError::from)?;
-        let plain = String::from_utf8(plain)
-            .map_err(|_| StorageError::Database("archived stanza is not UTF-8".into()))?;
-        let Some(tomb) = (r.tombstone)(&plain) else {
-            continue;
-        };
-        let sealed = keys
-            .seal(&aad, tomb.as_bytes())
-            .map_err(StorageError::from)?;
-        sqlx::query("UPDATE archive SET payload = ?1, key_id = ?2, retracted = 1 WHERE seq = ?3")
-            .bind(&sealed.blob)
-            .bind(sealed.key_id)
-            .bind(seq)
-            .execute(&mut *tx)
+    let e = &entry.meta;
+    let held: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM offline_messages WHERE owner = ?1")
+        .bind(&e.owner)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(db_error)?;
+    if held >= i64::from(max) {
+        let exists = sqlx::query_scalar::<_, i64>("SELECT 1 FROM accounts WHERE jid = ?1")
+            .bind(&e.owner)
+            .fetch_optional(&mut *tx)
             .await
             .map_err(db_error)?;
+        return Err(match exists {
+            Some(_) => StorageError::QuotaExceeded,
+            None => StorageError::NotFound,
+        });
+    }
+    let seq = insert_one(&mut *tx, entry).await?;
+    let Some(seq) = seq else {
+        return Err(StorageError::NotFound);
+    };
+    let body = OfflineBody::Archived(seq);
+    if insert_offline(&mut *tx, &e.owner, &e.id, e.stamp_unix_ms, body, max).await? {
+        Ok(())
+    } else {
+        Err(StorageError::QuotaExceeded)
+    }
+}
+
+/// Queues an archived entry for its offline owner.
+async fn link_offline(
+    tx: &mut sqlx::SqliteConnection,
+    owner: &str,
+    id: &str,
+    max: u32,
+) -> Result<(), StorageError> {
+    let found: Option<(i64, i64)> =
+        sqlx::query_as("SELECT seq, stamp_unix_ms FROM archive WHERE owner = ?1 AND id = ?2")
+            .bind(owner)
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db_error)?;
+    let Some((seq, stamp)) = found else {
+        return Err(StorageError::NotFound);
+    };
+    let body = OfflineBody::Archived(seq);
+    if insert_offline(&mut *tx, owner, id, stamp, body, max).await? {
+        Ok(())
+    } else {
+        Err(StorageError::QuotaExceeded)
+    }
+}
+
+/// Inserts one entry with its correction link; `None` when the owner has no account.
+async fn insert_one(
+    tx: &mut sqlx::SqliteConnection,
+    entry: &SealedEntry,
+) -> Result<Option<i64>, StorageError> {
+    let e = &entry.meta;
+    let done = sqlx::query(
+        "INSERT INTO archive (owner, id, stamp_unix_ms, with_bare, with_resource, outgoing, \
+           msg_id, origin_id, corrects, key_id, payload) \
+         SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11 \
+         WHERE EXISTS (SELECT 1 FROM accounts WHERE jid = ?1)",
+    )
+    .bind(&e.owner)
+    .bind(&e.id)
+    .bind(e.stamp_unix_ms)
+    .bind(&e.with_bare)
+    .bind(&e.with_resource)
+    .bind(i64::from(e.outgoing))
+    .bind(&e.msg_id)
+    .bind(&e.origin_id)
+    .bind(entry.corrects_seq)
+    .bind(entry.key_id)
+    .bind(&entry.payload)
+    .execute(&mut *tx)
+    .await
+    .map_err(db_error)?;
+    Ok((done.rows_affected() == 1).then(|| done.last_insert_rowid()))
+}
+
+/// Replaces rows by their tombstones; a row retracted meanwhile is left as it is.
+async fn tombstone_rows(
+    tx: &mut sqlx::SqliteConnection,
+    rows: &[Tombstoned],
+) -> Result<(), StorageError> {
+    for t in rows {
+        sqlx::query(
+            "UPDATE archive SET payload = ?1, key_id = ?2, retracted = 1 \
+             WHERE seq = ?3 AND retracted = 0",
+        )
+        .bind(&t.payload)
+        .bind(t.key_id)
+        .bind(t.seq)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
     }
     Ok(())
 }

@@ -62,6 +62,13 @@ fn migrator() -> Migrator {
             include_str!("../../../migrations/sqlite/0003_push.sql").into_sql_str(),
             false,
         ),
+        Migration::new(
+            4,
+            Cow::Borrowed("archive_refs"),
+            MigrationType::Simple,
+            include_str!("../../../migrations/sqlite/0004_archive_refs.sql").into_sql_str(),
+            false,
+        ),
     ])
 }
 
@@ -93,9 +100,28 @@ impl Sqlite {
         // was most of the cost of archiving under load.
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
+            // A transaction whose COMMIT or ROLLBACK failed (a full disk) can leave the
+            // driver's connection marked as inside a transaction, and every later write fails
+            // with "begin_with at non-zero transaction depth" until a restart. Such a
+            // connection is closed (which rolls back whatever SQLite still holds) and a fresh
+            // one opened, so that writes resume by themselves once there is room again.
+            .before_acquire(|conn, _| {
+                Box::pin(async move {
+                    use sqlx::Connection as _;
+                    if conn.is_in_transaction() {
+                        tracing::warn!(
+                            "a database connection was left inside a failed transaction; \
+                             it is replaced"
+                        );
+                        return Ok(false);
+                    }
+                    Ok(true)
+                })
+            })
             .connect_with(options.clone().pragma("cache_size", "-16384"))
             .await
             .map_err(db_error)?;
+        check_integrity(&writer, path).await?;
         // Migrate before any reader exists, so that no reader sees a half-made schema.
         migrate(&writer).await?;
         let reader = SqlitePoolOptions::new()
@@ -135,6 +161,28 @@ impl Sqlite {
     }
 }
 
+/// `PRAGMA quick_check` at open: a damaged page is reported before anyone reads from it (a
+/// user would otherwise silently get none of the messages stored on it). It reads every page
+/// once without checking index contents against tables, which takes about a second per
+/// gigabyte from the page cache.
+async fn check_integrity(pool: &SqlitePool, path: &Path) -> Result<(), StorageError> {
+    let started = std::time::Instant::now();
+    let rows: Vec<String> = sqlx::query_scalar("PRAGMA quick_check(20)")
+        .fetch_all(pool)
+        .await
+        .map_err(db_error)?;
+    if rows.len() == 1 && rows[0] == "ok" {
+        tracing::debug!(file = %path.display(), ms = started.elapsed().as_millis() as u64, "database integrity check passed");
+        return Ok(());
+    }
+    let report = rows.join("; ");
+    tracing::error!(file = %path.display(), problems = %report, "the database file is damaged");
+    Err(StorageError::Corrupt(format!(
+        "{}: {report}",
+        path.display()
+    )))
+}
+
 async fn migrate(pool: &SqlitePool) -> Result<(), StorageError> {
     migrator()
         .run(pool)
@@ -149,10 +197,40 @@ pub(crate) fn db_error(e: sqlx::Error) -> StorageError {
         match d.kind() {
             ErrorKind::UniqueViolation => return StorageError::Conflict,
             ErrorKind::ForeignKeyViolation => return StorageError::NotFound,
+            ErrorKind::CheckViolation | ErrorKind::NotNullViolation => {
+                return StorageError::Rejected(d.message().to_owned());
+            }
             _ => {}
+        }
+        // SQLITE_CORRUPT (11) and SQLITE_NOTADB (26), with their extended codes.
+        if d.code()
+            .and_then(|c| c.parse::<i64>().ok())
+            .is_some_and(|c| matches!(c & 0xff, 11 | 26))
+        {
+            report_corruption(d.message());
+            return StorageError::Corrupt(d.message().to_owned());
         }
     }
     StorageError::Database(e.to_string())
+}
+
+/// Logs damage found while the server runs: once a minute at most, with what to do.
+fn report_corruption(what: &str) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let last = LAST.load(Ordering::Relaxed);
+    if now.saturating_sub(last) >= 60
+        && LAST
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    {
+        tracing::error!(problem = %what,
+            "the database file is damaged: reads of the damaged pages fail (users miss the messages on them); \
+             stop the server, keep a copy of the file, and restore the last backup or salvage it with `sqlite3 zorg.db .recover`");
+    }
 }
 
 /// Reads a non-negative counter stored as INTEGER.

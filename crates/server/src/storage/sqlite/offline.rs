@@ -119,6 +119,8 @@ impl Sqlite {
     pub(crate) async fn offline_messages(
         &self,
         owner: &str,
+        after_seq: i64,
+        limit: u32,
     ) -> Result<Vec<SealedOffline>, StorageError> {
         let rows = sqlx::query(
             "SELECT o.seq, o.id, o.stamp_unix_ms, \
@@ -126,9 +128,11 @@ impl Sqlite {
                     COALESCE(o.payload, a.payload) AS payload, \
                     a.id AS archive_id, a.stamp_unix_ms AS archive_stamp, a.retracted \
              FROM offline_messages o LEFT JOIN archive a ON a.seq = o.archive_seq \
-             WHERE o.owner = ?1 ORDER BY o.seq",
+             WHERE o.owner = ?1 AND o.seq > ?2 ORDER BY o.seq LIMIT ?3",
         )
         .bind(owner)
+        .bind(after_seq)
+        .bind(i64::from(limit))
         .fetch_all(&self.reader)
         .await
         .map_err(db_error)?;
