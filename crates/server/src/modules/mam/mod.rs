@@ -76,6 +76,11 @@ async fn query(ctx: &mut Ctx<'_>, el: &Element) -> Result<Option<Element>, Stanz
     };
     let q = form::parse(q)?;
     let owner = ctx.bare().to_owned();
+    // Every stanza-id a client has seen is queryable: what is queued is committed first (one
+    // group commit, shared with the other writers).
+    if let Err(e) = ctx.server.storage.barrier().await {
+        return Err(internal(e));
+    }
     let page = match ctx.server.storage.query_archive(&owner, &q.archive).await {
         Ok(p) => p,
         Err(StorageError::NotFound) => {
