@@ -270,8 +270,11 @@ async fn corrections_and_retractions_as_the_archive_shows_them() {
         .expect("the retraction", |e| e.name() == "message")
         .await;
     // Bob's session has applied the retraction to both archives when it answers this.
-    bob.iq("<iq type='get' id='sync2'><ping xmlns='urn:xmpp:ping'/></iq>", "sync2")
-        .await;
+    bob.iq(
+        "<iq type='get' id='sync2'><ping xmlns='urn:xmpp:ping'/></iq>",
+        "sync2",
+    )
+    .await;
     t.server().storage.flush_archive().await;
     let (items, _) = query(&mut alice, "q2", with_bob()).await;
     assert_eq!(body(&items[0].1), None);

@@ -161,7 +161,20 @@ impl Live {
             if let Some(e) = end {
                 return e;
             }
-            let more_offline = self.sm.is_none() && self.sess.offline.is_some();
+            // A page of stored messages goes out now, not with the next event.
+            if s.has_pending_writes() && self.sess.offline.is_some() {
+                if let Some(m) = self.sm.as_mut()
+                    && m.should_request(Instant::now())
+                {
+                    s.queue_raw(sm::REQUEST);
+                    m.mark_requested(Instant::now());
+                }
+                if s.flush().await.is_err() {
+                    return End::Gone;
+                }
+                self.after_flush().await;
+            }
+            let more_offline = self.offline_room().is_some();
             tokio::select! {
                 out = self.rx.recv() => match out {
                     Some(Outbound::Stanza(el)) => {
@@ -248,8 +261,8 @@ impl Live {
                         self.request_ack(s);
                     }
                 },
-                // Without XEP-0198 the replay of stored messages goes on page by page, paced
-                // by the writes to the connection.
+                // The replay of stored messages goes on page by page while there is room:
+                // paced by the writes to the connection, and by acknowledgements with XEP-0198.
                 _ = std::future::ready(()), if more_offline => {},
             }
             last_activity = Instant::now();
