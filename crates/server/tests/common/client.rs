@@ -123,7 +123,17 @@ impl Client {
         domain: &str,
         versions: &[&'static rustls::SupportedProtocolVersion],
     ) -> Client {
-        let mut tcp = TcpStream::connect(addr).await.unwrap();
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        Self::starttls_over(tcp, domain, versions).await
+    }
+
+    /// STARTTLS on a connection the caller made (e.g. with a small receive buffer, to play a
+    /// client that reads slowly).
+    pub async fn starttls_over(
+        mut tcp: TcpStream,
+        domain: &str,
+        versions: &[&'static rustls::SupportedProtocolVersion],
+    ) -> Client {
         let mut parser = StreamParser::new(Limits::default());
         tcp.write_all(header(domain).as_bytes()).await.unwrap();
         let features = read_plain(&mut tcp, &mut parser, 2).await;

@@ -110,6 +110,20 @@ impl TestServer {
         c
     }
 
+    /// Like [`TestServer::login`] over a connection with a small receive buffer: a client that
+    /// reads slowly fills it soon, and the server's queue for it after that.
+    pub async fn login_small_buffer(&self, user: &str, resource: &str) -> Client {
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        sock.set_recv_buffer_size(16 * 1024).unwrap();
+        let tcp = sock.connect(self.starttls).await.unwrap();
+        let mut c = Client::starttls_over(tcp, "localhost", &[&rustls::version::TLS13]).await;
+        c.auth_scram(user, "pass", Scram::Sha256, None)
+            .await
+            .expect("login");
+        c.bind_at("localhost", Some(resource)).await;
+        c
+    }
+
     /// Connects and authenticates `user@localhost` (SCRAM-SHA-256) without restarting the
     /// stream: the caller binds or resumes (XEP-0198).
     pub async fn authenticate(&self, user: &str) -> Client {
