@@ -292,3 +292,36 @@ async fn a_damaged_database_is_refused_at_start_with_what_to_do() {
     assert!(err.contains("backup"), "says what to do: {err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn a_retraction_that_cannot_be_audited_is_refused_not_applied() {
+    let t = TestServer::start_with(|c| c.audit.max_wait = "1s".parse().unwrap()).await;
+    let (_alice, mut bob) = alice_and_bob(&t).await;
+    let lock = std::fs::OpenOptions::new()
+        .write(true)
+        .open(t.dir.join("audit").join("audit.lock"))
+        .unwrap();
+    lock.lock().unwrap();
+    // Something to record makes the writer find out that it cannot write.
+    bob.send(&chat("m1", "hello")).await;
+    let audit = t.server().audit.clone();
+    until("the audit log is found unwritable", || !audit.available()).await;
+    let server = t.running.as_ref().unwrap().server.clone();
+    let parse = |xml: &str| zorg_proto::parse_element(xml, zorg_proto::Limits::default()).unwrap();
+    let mut retraction = parse(
+        "<message to='alice@localhost' from='bob@localhost/phone' type='chat' id='r1'>\
+         <retract xmlns='urn:xmpp:message-retract:1' id='m1'/></message>",
+    );
+    use zorg_server::modules::mam::archiving;
+    let r = archiving::prepare(
+        &server,
+        "bob@localhost",
+        "alice@localhost",
+        true,
+        &mut retraction,
+    )
+    .await;
+    assert!(r.is_err(), "a retraction went ahead unaudited");
+    lock.unlock().unwrap();
+    t.stop().await;
+}
