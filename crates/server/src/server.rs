@@ -229,6 +229,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     })?;
     let audit = start_audit(&config).await?;
     let storage = open_storage(&config).await?;
+    storage.check_integrity().await?;
     audit_kek(&config, &audit, &storage).await?;
     let offline_hints = storage
         .offline_owners()

@@ -334,6 +334,14 @@ impl Storage {
         })
     }
 
+    /// Checks the database file for damage (see `sqlite::Sqlite::check_integrity`): at server
+    /// start, not at every command that opens it.
+    pub async fn check_integrity(&self) -> Result<(), StorageError> {
+        match &self.pool {
+            Pool::Sqlite(db) => db.check_integrity().await,
+        }
+    }
+
     /// A fresh, empty in-memory database, for tests, unlocked with a random key. Its content is
     /// lost when dropped.
     pub async fn open_memory() -> Result<Storage, StorageError> {

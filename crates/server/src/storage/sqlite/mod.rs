@@ -79,6 +79,8 @@ pub(crate) struct Sqlite {
     reader: SqlitePool,
     /// The single connection that writes.
     writer: SqlitePool,
+    /// The database file (`None` in memory).
+    path: Option<std::path::PathBuf>,
 }
 
 impl Sqlite {
@@ -121,7 +123,6 @@ impl Sqlite {
             .connect_with(options.clone().pragma("cache_size", "-16384"))
             .await
             .map_err(db_error)?;
-        check_integrity(&writer, path).await?;
         // Migrate before any reader exists, so that no reader sees a half-made schema.
         migrate(&writer).await?;
         let reader = SqlitePoolOptions::new()
@@ -129,7 +130,11 @@ impl Sqlite {
             .connect_with(options.pragma("query_only", "ON"))
             .await
             .map_err(db_error)?;
-        Ok(Sqlite { reader, writer })
+        Ok(Sqlite {
+            reader,
+            writer,
+            path: Some(path.to_owned()),
+        })
     }
 
     /// A private in-memory database on one connection: every new connection to `:memory:` would
@@ -151,6 +156,7 @@ impl Sqlite {
         Ok(Sqlite {
             reader: pool.clone(),
             writer: pool,
+            path: None,
         })
     }
 
@@ -161,11 +167,36 @@ impl Sqlite {
     }
 }
 
-/// `PRAGMA quick_check` at open: a damaged page is reported before anyone reads from it (a
-/// user would otherwise silently get none of the messages stored on it). It reads every page
-/// once without checking index contents against tables, which takes about a second per
-/// gigabyte from the page cache.
-async fn check_integrity(pool: &SqlitePool, path: &Path) -> Result<(), StorageError> {
+/// Databases up to this size are checked before the server starts taking connections;
+/// larger ones in the background (the check reads every page: about two seconds a gigabyte).
+const CHECK_BEFORE_START: u64 = 1 << 30;
+
+impl Sqlite {
+    /// `PRAGMA quick_check` when the server starts: a damaged page is reported before anyone
+    /// reads from it (a user would otherwise silently get none of the messages stored on it).
+    /// It reads every page once without comparing indexes with their tables. A database over
+    /// [`CHECK_BEFORE_START`] is checked in the background instead, so that a large
+    /// installation is not kept down by it; damage is then logged as an error.
+    pub(crate) async fn check_integrity(&self) -> Result<(), StorageError> {
+        let Some(path) = self.path.clone() else {
+            return Ok(());
+        };
+        let size = std::fs::metadata(&path).map_or(0, |m| m.len());
+        if size <= CHECK_BEFORE_START {
+            return quick_check(&self.reader, &path).await;
+        }
+        tracing::info!(file = %path.display(), mb = size >> 20, "checking the database's integrity in the background");
+        let reader = self.reader.clone();
+        tokio::spawn(async move {
+            if let Err(e) = quick_check(&reader, &path).await {
+                tracing::error!(error = %e, "the database integrity check failed");
+            }
+        });
+        Ok(())
+    }
+}
+
+async fn quick_check(pool: &SqlitePool, path: &Path) -> Result<(), StorageError> {
     let started = std::time::Instant::now();
     let rows: Vec<String> = sqlx::query_scalar("PRAGMA quick_check(20)")
         .fetch_all(pool)
