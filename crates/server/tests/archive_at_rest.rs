@@ -15,7 +15,7 @@ async fn the_database_holds_no_plaintext_body_and_deleting_the_account_removes_i
     let mut alice = t.login("alice", "desk").await;
     alice.available().await;
     bob.send("<message to='alice@localhost' type='chat'><body>ZORG-KNOWN-PLAINTEXT online</body></message>").await;
-    alice.expect("online", |e| body(e).is_some()).await;
+    alice.expect_next("online", |e| body(e).is_some()).await;
     drop(alice);
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     bob.send("<message to='alice@localhost' type='chat'><body>ZORG-KNOWN-PLAINTEXT offline</body></message>").await;
@@ -168,7 +168,7 @@ async fn a_key_rotated_by_another_process_is_picked_up_and_old_records_re_encryp
         .await;
     }
     for _ in 0..20 {
-        alice.expect("a message", |e| body(e).is_some()).await;
+        alice.expect_next("a message", |e| body(e).is_some()).await;
     }
     t.server().storage.flush_archive().await;
     // `zorg keys rotate` from another process: its own handle on the same database.
@@ -194,7 +194,7 @@ async fn a_key_rotated_by_another_process_is_picked_up_and_old_records_re_encryp
     }
     bob.send("<message to='alice@localhost/desk' type='chat'><body>after</body></message>")
         .await;
-    alice.expect("after", |e| body(e).is_some()).await;
+    alice.expect_next("after", |e| body(e).is_some()).await;
     t.server().storage.flush_archive().await;
     let (items, fin) = query(&mut alice, "q", "").await;
     assert_eq!(rsm(&fin, "count").as_deref(), Some("21"));

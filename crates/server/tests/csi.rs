@@ -119,7 +119,9 @@ async fn held_stanzas_are_not_counted_by_stream_management() {
     let t = TestServer::start().await;
     let (mut alice, mut pc, _tab) = setup(&t).await;
     alice.send("<enable xmlns='urn:xmpp:sm:3'/>").await;
-    alice.expect("enabled", |e| e.is("enabled", ns::SM)).await;
+    alice
+        .expect_next("enabled", |e| e.is("enabled", ns::SM))
+        .await;
     pc.send(&presence("held")).await;
     routed(&mut pc).await;
     // Acknowledging one stanza is one too many: the held presence was not sent.

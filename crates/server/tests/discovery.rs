@@ -87,7 +87,7 @@ async fn bounced(a: TestServer, b: Option<TestServer>) -> String {
         .send("<message to='bob@b.test' type='chat' id='m1'><body>secret</body></message>")
         .await;
     let e = alice
-        .expect("a bounce", |e| e.attr("id") == Some("m1"))
+        .expect_next("a bounce", |e| e.attr("id") == Some("m1"))
         .await;
     assert_eq!(e.attr("type"), Some("error"), "{}", e.to_xml(""));
     let (cond, text) = error_of(&e);

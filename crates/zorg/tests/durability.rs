@@ -117,7 +117,7 @@ async fn offline_messages_survive_kill_9() {
     bob.send("<presence/>").await;
     for i in 0..20 {
         let m = bob
-            .expect("offline message", |e| e.name() == "message")
+            .expect_next("offline message", |e| e.name() == "message")
             .await;
         assert_eq!(
             m.attr("id"),
