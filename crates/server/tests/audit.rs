@@ -459,10 +459,13 @@ async fn send_and_see(alice: &mut Client, id: &str) -> Option<String> {
         if e.attr("id") == Some(ping.as_str()) {
             return refused;
         }
-        if e.attr("id") == Some(id) && e.attr("type") == Some("error") {
-            let err = e.get_child("error", ns::CLIENT).unwrap();
-            refused = Some(err.children().next().unwrap().name().to_owned());
-        }
+        assert!(
+            refused.is_none() && e.attr("id") == Some(id) && e.attr("type") == Some("error"),
+            "expected the ping's answer or one error for {id}, got {}",
+            e.to_xml("")
+        );
+        let err = e.get_child("error", ns::CLIENT).unwrap();
+        refused = Some(err.children().next().unwrap().name().to_owned());
     }
 }
 

@@ -204,8 +204,8 @@ async fn a_forged_key_is_invalid_and_ends_the_link() {
     let (mut raw, _) = raw_dialback(&stranger, &b, "c.test").await;
     raw.send("<message from='carol@c.test' to='bob@b.test' id='x1'><body>sneaky</body></message>")
         .await;
-    raw.expect_stream_error("not-authorized").await;
     bob.expect_silence(300).await;
+    raw.expect_stream_error("not-authorized").await;
     b.stop().await;
     c.stop().await;
 }

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Client, TestServer};
+use common::{Client, TestServer, eventually};
 use tokio::io::AsyncReadExt;
 use zorg_proto::ns;
 
@@ -172,22 +172,23 @@ async fn pre_auth_timeout_and_unauthenticated_cap() {
     // Two silent connections take both permits.
     let mut s1 = tokio::net::TcpStream::connect(t.starttls).await.unwrap();
     let _s2 = tokio::net::TcpStream::connect(t.starttls).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let permits = || t.server().unauthenticated.available_permits();
+    eventually("both permits taken", || permits() == 0).await;
     // A third is closed at once.
     let mut s3 = tokio::net::TcpStream::connect(t.starttls).await.unwrap();
     let mut buf = [0u8; 16];
-    let n = tokio::time::timeout(Duration::from_secs(2), s3.read(&mut buf))
+    let n = tokio::time::timeout(common::WAIT, s3.read(&mut buf))
         .await
         .unwrap()
         .unwrap_or(0);
     assert_eq!(n, 0, "third unauthenticated connection refused");
     // The silent ones are dropped after the pre-auth timeout…
-    let n = tokio::time::timeout(Duration::from_secs(3), s1.read(&mut buf))
+    let n = tokio::time::timeout(common::WAIT, s1.read(&mut buf))
         .await
         .unwrap()
         .unwrap_or(0);
     assert_eq!(n, 0, "silent connection closed");
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    eventually("both permits given back", || permits() == 2).await;
     // …and a real client gets in again; once bound it no longer counts.
     let _a = t.login("alice", "a").await;
     let _b = t.login("alice", "b").await;

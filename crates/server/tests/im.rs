@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Client, TestServer, eventually};
+use common::{TestServer, eventually};
 use zorg_proto::{Element, ns};
 
 fn is_presence_from<'a>(from: &'a str) -> impl Fn(&Element) -> bool + 'a {
@@ -19,16 +19,6 @@ fn is_roster_push(jid: &'static str, sub: &'static str) -> impl Fn(&Element) -> 
                 .and_then(|q| q.get_child("item", ns::ROSTER))
                 .is_some_and(|i| i.attr("jid") == Some(jid) && i.attr("subscription") == Some(sub))
     }
-}
-
-/// Returns once the server handled everything `c` sent before (a ping round trip: a session's
-/// stanzas are handled in order).
-async fn routed(c: &mut Client) {
-    c.iq(
-        "<iq type='get' id='sync' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>",
-        "sync",
-    )
-    .await;
 }
 
 /// Waits until `bare` has no session left (a dropped connection ends its session in the
@@ -206,7 +196,7 @@ async fn subscription_request_waits_for_offline_contact_and_pre_approval() {
     let mut alice = t.login("alice", "a").await;
     alice.available().await;
     alice.send("<presence to='carol@localhost' type='subscribe'><status>Dr. Alice, cardiology</status></presence>").await;
-    routed(&mut alice).await;
+    alice.routed().await;
     // Carol logs in later and receives the stored request on initial presence.
     let mut carol = t.login("carol", "c").await;
     carol.available().await;
@@ -223,7 +213,7 @@ async fn subscription_request_waits_for_offline_contact_and_pre_approval() {
     carol
         .send("<presence to='bob@localhost' type='subscribed'/>")
         .await;
-    routed(&mut carol).await;
+    carol.routed().await;
     let mut bob = t.login("bob", "b").await;
     bob.available().await;
     bob.send("<presence to='carol@localhost' type='subscribe'/>")
@@ -318,7 +308,7 @@ async fn messages_to_bare_full_and_offline() {
         .send("<message to='carol@localhost' type='headline' id='h'><body>news</body></message>")
         .await;
     // Stored, not bounced: the next thing Alice gets is the answer to her ping.
-    routed(&mut alice).await;
+    alice.routed().await;
     let mut carol = t.login("carol", "c").await;
     carol.available().await;
     for i in 0..5 {
@@ -348,7 +338,7 @@ async fn messages_to_bare_full_and_offline() {
     alice
         .send("<message to='carol@localhost' type='chat' id='o5'><body>again</body></message>")
         .await;
-    routed(&mut alice).await;
+    alice.routed().await;
     let mut carol = t.login("carol", "c3").await;
     carol.available().await;
     carol

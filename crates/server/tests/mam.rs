@@ -140,7 +140,7 @@ async fn offline_messages_are_archived_once_delivered_once_with_the_archive_ids(
         .await;
     }
     // Nothing bounced: the messages are stored.
-    bob.expect_silence(300).await;
+    bob.routed().await;
 
     let mut phone = t.login("alice", "phone").await;
     phone.available().await;

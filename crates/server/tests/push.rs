@@ -6,8 +6,8 @@
 
 mod common;
 
-use common::fed::{Ca, eventually, online, pair_with};
-use common::{Client, TestServer};
+use common::fed::{Ca, online, pair_with};
+use common::{Client, TestServer, eventually, eventually_async};
 use zorg_proto::{Element, ns};
 use zorg_server::config::DurationStr;
 use zorg_server::storage::PushStore;
@@ -370,15 +370,12 @@ async fn a_message_for_offline_alice_wakes_her_phone_until_the_app_server_refuse
     ))
     .await;
     let storage = server.storage.clone();
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
-    while !storage.push_registrations(ALICE).await.unwrap().is_empty() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "registration not removed"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    // So the next message notifies nobody.
+    eventually_async("the registration to be removed", || async {
+        storage.push_registrations(ALICE).await.unwrap().is_empty()
+    })
+    .await;
+    // So the next message notifies nobody. The wait is part of the test: past the minimum
+    // interval (one second here), a notification would be due if anyone were registered.
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     bob_writes(&mut bob, "m4").await;
     app.expect_silence(1500).await;
@@ -476,14 +473,10 @@ async fn a_local_domain_is_no_push_service_and_its_registration_goes() {
     let mut bob = t.login("bob", "pc").await;
     bob_writes(&mut bob, "m1").await;
     let storage = t.server().storage.clone();
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
-    while !storage.push_registrations(ALICE).await.unwrap().is_empty() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "registration not removed"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    eventually_async("the registration to be removed", || async {
+        storage.push_registrations(ALICE).await.unwrap().is_empty()
+    })
+    .await;
     t.stop().await;
 }
 
@@ -557,19 +550,14 @@ async fn an_app_server_on_another_server_gets_the_publish_over_federation() {
     ))
     .await;
     let storage = server.storage.clone();
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
-    while !storage
-        .push_registrations("alice@a.test")
-        .await
-        .unwrap()
-        .is_empty()
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "registration not removed"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    eventually_async("the registration to be removed", || async {
+        storage
+            .push_registrations("alice@a.test")
+            .await
+            .unwrap()
+            .is_empty()
+    })
+    .await;
     a.stop().await;
     b.stop().await;
 }

@@ -7,10 +7,10 @@ mod common;
 
 use base64::Engine;
 use common::fed::{
-    Ca, body, chat, error_of, eventually, fed_server, federation, online, pair, pair_with,
-    raw_connect, s2s_addr, subscription_and_presence,
+    Ca, body, chat, error_of, fed_server, federation, online, pair, pair_with, raw_connect,
+    s2s_addr, subscription_and_presence,
 };
-use common::{Client, TestServer};
+use common::{Client, TestServer, eventually};
 use rustls::pki_types::ServerName;
 use zorg_proto::ns;
 use zorg_server::config::DurationStr;
@@ -103,10 +103,11 @@ async fn the_server_answers_remote_queries_for_itself_and_its_accounts() {
 async fn stanzas_for_a_peer_that_is_down_are_bounced() {
     let ca = Ca::new("Auditor");
     let root = ca.root();
-    // An address where nobody listens.
-    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    // An address where nobody listens: bound (so the port stays taken) but not listening, so
+    // connections to it are refused. Held until the test ends.
+    let dead = tokio::net::TcpSocket::new_v4().unwrap();
+    dead.bind("127.0.0.1:0".parse().unwrap()).unwrap();
     let dead_addr = dead.local_addr().unwrap();
-    drop(dead);
     let a = fed_server("a.test", ca.issue("a", &["a.test"]), &root, |c| {
         c.federation.hosts.insert("b.test".into(), dead_addr);
     })
@@ -369,8 +370,12 @@ async fn unauthenticated_inbound_links_are_capped_and_timed_out() {
     // The first says nothing and is cut off after pre_auth_timeout.
     let start = std::time::Instant::now();
     let mut got = Vec::new();
-    let _ = tokio::time::timeout(common::WAIT, first.read_to_end(&mut got)).await;
-    assert!(start.elapsed() < std::time::Duration::from_secs(3));
+    // Bounded by WAIT, not by a tight upper limit: a loaded machine is slower, not wrong. The
+    // lower bound shows it was the timeout that ended it, not the cap.
+    tokio::time::timeout(common::WAIT, first.read_to_end(&mut got))
+        .await
+        .expect("the silent connection is cut off")
+        .unwrap_or(0);
     assert!(start.elapsed() >= std::time::Duration::from_millis(700));
     b.stop().await;
 }

@@ -5,9 +5,8 @@
 
 mod common;
 
-use common::fed::{
-    Ca, body, error_of, eventually, federation, online, pair, pair_with, raw_connect,
-};
+use common::eventually;
+use common::fed::{Ca, body, error_of, federation, online, pair, pair_with, raw_connect};
 use rcgen::SerialNumber;
 use time::{Duration as TimeDuration, OffsetDateTime};
 use zorg_proto::ns;

@@ -97,15 +97,6 @@ async fn wait_offline(t: &TestServer, n: u64) {
     .await;
 }
 
-/// Returns once the server handled everything `c` sent before (a ping round trip).
-async fn routed(c: &mut Client) {
-    c.iq(
-        "<iq type='get' id='sync' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>",
-        "sync",
-    )
-    .await;
-}
-
 fn hibernating(t: &TestServer, resource: &str) -> bool {
     t.server()
         .router
@@ -271,7 +262,7 @@ async fn resume_after_a_dropped_connection_delivers_everything_once() {
     // Meanwhile bob and the desk keep writing to the phone; nobody is told it went away.
     bob.send(&chat("alice@localhost/phone", "m4")).await;
     desk.send(&chat("alice@localhost/phone", "d1")).await;
-    routed(&mut desk).await;
+    desk.routed().await;
     bob.send(&chat("alice@localhost/phone", "m5")).await;
     // Presence updates wait (only the latest per sender) instead of filling the queue.
     for status in ["a", "b"] {
@@ -280,7 +271,7 @@ async fn resume_after_a_dropped_connection_delivers_everything_once() {
         ))
         .await;
     }
-    routed(&mut bob).await;
+    bob.routed().await;
     desk.expect_silence(200).await;
 
     // A new connection resumes with the count the phone had reached.
@@ -456,7 +447,7 @@ async fn binding_the_same_resource_replaces_a_hibernating_session() {
     drop(phone);
     eventually("hibernation", || hibernating(&t, "phone")).await;
     bob.send(&chat("alice@localhost/phone", "m2")).await;
-    routed(&mut bob).await;
+    bob.routed().await;
     // The user starts over instead of resuming.
     let mut phone = t.login("alice", "phone").await;
     wait_offline(&t, 2).await;

@@ -9,9 +9,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use common::fed::{
-    Ca, body, chat, eventually, fed_server, federation, online, s2s_addr, subscription_and_presence,
+    Ca, body, chat, fed_server, federation, online, s2s_addr, subscription_and_presence,
 };
-use common::{Client, TestServer, temp_dir, test_config};
+use common::{Client, TestServer, eventually, temp_dir, test_config};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use zorg_server::config::{DomainConfig, DurationStr};

@@ -629,6 +629,23 @@ impl Client {
             .await
     }
 
+    /// Returns once the server handled everything this client sent before: a ping round trip
+    /// (a session handles its stanzas in order), whose answer must be the next stanza, so that
+    /// nothing (a bounce, an error) came before it.
+    pub async fn routed(&mut self) {
+        let domain = self
+            .jid
+            .split_once('@')
+            .and_then(|(_, d)| d.split('/').next())
+            .unwrap_or("localhost")
+            .to_owned();
+        self.iq(
+            &format!("<iq type='get' id='sync' to='{domain}'><ping xmlns='urn:xmpp:ping'/></iq>"),
+            "sync",
+        )
+        .await;
+    }
+
     /// Sends available presence and expects its reflection next.
     pub async fn available(&mut self) {
         self.send("<presence/>").await;

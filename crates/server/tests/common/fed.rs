@@ -14,7 +14,6 @@ use zorg_proto::{Element, ns};
 use zorg_server::config::{Config, DomainConfig, DurationStr};
 use zorg_server::federation::Federation;
 
-pub use super::eventually;
 use super::{Client, TestServer, temp_dir, test_config};
 
 /// An auditor's CA, made in the test.
