@@ -228,12 +228,9 @@ async fn report_durability(storage: &Storage) -> Result<(), StartError> {
     let d = storage.durability().await?;
     tracing::info!(
         journal_mode = %d.journal_mode,
-        writer_synchronous = d.writer_synchronous,
-        reader_synchronous = d.reader_synchronous,
-        "storage durability: journal_mode={}, synchronous={} (writer), {} (readers)",
-        d.journal_mode,
-        crate::storage::synchronous_name(d.writer_synchronous),
-        crate::storage::synchronous_name(d.reader_synchronous),
+        writer_synchronous = crate::storage::synchronous_name(d.writer_synchronous),
+        reader_synchronous = crate::storage::synchronous_name(d.reader_synchronous),
+        "storage durability, as the database connections report it"
     );
     for problem in d.problems() {
         tracing::warn!("{problem}");

@@ -131,11 +131,11 @@ async fn assert_durable(server: &Serving, data_dir: &Path) {
     let fields = &v["fields"];
     assert_eq!(fields["journal_mode"], "wal", "{v}");
     assert_eq!(
-        fields["writer_synchronous"], 2,
+        fields["writer_synchronous"], "FULL",
         "synchronous=FULL on the writer: {v}"
     );
     assert_eq!(
-        fields["reader_synchronous"], 2,
+        fields["reader_synchronous"], "FULL",
         "synchronous=FULL on readers: {v}"
     );
     let warnings: Vec<_> = server
