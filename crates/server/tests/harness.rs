@@ -38,11 +38,20 @@ async fn connected() -> (Client, TcpStream) {
     (c, server)
 }
 
+/// A connected client, after the fake server wrote `bytes` in one write (so that one read may
+/// take all of them).
+async fn receiving(bytes: &str) -> (Client, TcpStream) {
+    let (c, mut server) = connected().await;
+    server.write_all(bytes.as_bytes()).await.unwrap();
+    (c, server)
+}
+
+const CONFLICT: &str =
+    "<stream:error><conflict xmlns='urn:ietf:params:xml:ns:xmpp-streams'/></stream:error>";
+
 #[tokio::test]
 async fn stanzas_in_order_pass() {
-    let (mut c, mut server) = connected().await;
-    let both = format!("{}{}   ", message("a"), message("b"));
-    server.write_all(both.as_bytes()).await.unwrap();
+    let (mut c, _server) = receiving(&format!("{}{}   ", message("a"), message("b"))).await;
     c.expect_next("a", has_id("a")).await;
     c.expect_next("b", has_id("b")).await;
     // Whitespace (a keepalive) is silence.
@@ -52,20 +61,16 @@ async fn stanzas_in_order_pass() {
 #[tokio::test]
 #[should_panic(expected = "expected a, got <message")]
 async fn expect_next_fails_on_an_extra_stanza() {
-    let (mut c, mut server) = connected().await;
-    let both = format!("{}{}", message("extra"), message("a"));
-    server.write_all(both.as_bytes()).await.unwrap();
+    let (mut c, _server) = receiving(&format!("{}{}", message("extra"), message("a"))).await;
     c.expect_next("a", has_id("a")).await;
 }
 
 #[tokio::test]
 #[should_panic(expected = "expected silence, got <message")]
 async fn silence_fails_on_a_stanza_already_in_the_buffer() {
-    let (mut c, mut server) = connected().await;
     // One write, so one read takes both: the second waits in the client's buffer, where the
     // old check never looked.
-    let both = format!("{}{}", message("a"), message("b"));
-    server.write_all(both.as_bytes()).await.unwrap();
+    let (mut c, _server) = receiving(&format!("{}{}", message("a"), message("b"))).await;
     c.expect_next("a", has_id("a")).await;
     c.expect_silence(100).await;
 }
@@ -73,8 +78,7 @@ async fn silence_fails_on_a_stanza_already_in_the_buffer() {
 #[tokio::test]
 #[should_panic(expected = "part of a stanza arrived")]
 async fn silence_fails_on_half_a_stanza() {
-    let (mut c, mut server) = connected().await;
-    server.write_all(b"<message id='a'><bo").await.unwrap();
+    let (mut c, _server) = receiving("<message id='a'><bo").await;
     c.expect_silence(300).await;
 }
 
@@ -102,9 +106,7 @@ async fn silence_fails_when_the_connection_closes() {
 
 #[tokio::test]
 async fn unordered_takes_each_expected_stanza_once_in_any_order() {
-    let (mut c, mut server) = connected().await;
-    let both = format!("{}{}", message("b"), message("a"));
-    server.write_all(both.as_bytes()).await.unwrap();
+    let (mut c, _server) = receiving(&format!("{}{}", message("b"), message("a"))).await;
     let got = c
         .expect_unordered(&[("a", &has_id("a")), ("b", &has_id("b"))])
         .await;
@@ -115,9 +117,7 @@ async fn unordered_takes_each_expected_stanza_once_in_any_order() {
 #[tokio::test]
 #[should_panic(expected = "expected one of [\"b\"], got <message")]
 async fn unordered_fails_on_a_stanza_nobody_expects() {
-    let (mut c, mut server) = connected().await;
-    let both = format!("{}{}", message("a"), message("a"));
-    server.write_all(both.as_bytes()).await.unwrap();
+    let (mut c, _server) = receiving(&format!("{}{}", message("a"), message("a"))).await;
     c.expect_unordered(&[("a", &has_id("a")), ("b", &has_id("b"))])
         .await;
 }
@@ -125,23 +125,13 @@ async fn unordered_fails_on_a_stanza_nobody_expects() {
 #[tokio::test]
 #[should_panic(expected = "expected stream error conflict, got <message")]
 async fn a_stream_error_must_come_next() {
-    let (mut c, mut server) = connected().await;
-    let bytes = format!(
-        "{}<stream:error><conflict xmlns='urn:ietf:params:xml:ns:xmpp-streams'/></stream:error>",
-        message("a")
-    );
-    server.write_all(bytes.as_bytes()).await.unwrap();
+    let (mut c, _server) = receiving(&format!("{}{CONFLICT}", message("a"))).await;
     c.expect_stream_error("conflict").await;
 }
 
 #[tokio::test]
 #[should_panic(expected = "expected the end of the stream, got <message")]
 async fn the_stream_must_end_after_its_error() {
-    let (mut c, mut server) = connected().await;
-    let bytes = format!(
-        "<stream:error><conflict xmlns='urn:ietf:params:xml:ns:xmpp-streams'/></stream:error>{}",
-        message("a")
-    );
-    server.write_all(bytes.as_bytes()).await.unwrap();
+    let (mut c, _server) = receiving(&format!("{CONFLICT}{}", message("a"))).await;
     c.expect_stream_error("conflict").await;
 }

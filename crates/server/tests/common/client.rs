@@ -79,6 +79,9 @@ pub enum Scram {
     Sha256,
 }
 
+/// A predicate on a stanza, named in [`Client::expect_unordered`]'s list.
+pub type Expected<'a> = dyn Fn(&Element) -> bool + 'a;
+
 /// A scripted client.
 pub struct Client {
     pub io: Box<dyn Io>,
@@ -277,10 +280,7 @@ impl Client {
     /// timing (presence from several sessions, a push racing a result); anything that matches
     /// none of the predicates still waiting fails the test. Each stanza is given to the first
     /// waiting predicate that takes it, so list the narrower ones first.
-    pub async fn expect_unordered(
-        &mut self,
-        want: &[(&str, &dyn Fn(&Element) -> bool)],
-    ) -> Vec<Element> {
+    pub async fn expect_unordered(&mut self, want: &[(&str, &Expected<'_>)]) -> Vec<Element> {
         let mut got: Vec<Option<Element>> = vec![None; want.len()];
         for _ in 0..want.len() {
             let e = self.next().await;
@@ -331,24 +331,7 @@ impl Client {
     /// stream. Only the server's stream header may come first (RFC 6120 §4.9.1.2: a stream is
     /// opened before it is ended with an error).
     pub async fn expect_stream_error(&mut self, condition: &str) {
-        let mut frame = self.frame().await;
-        if matches!(frame, Some(Frame::StreamOpen(_))) {
-            frame = self.frame().await;
-        }
-        match frame {
-            Some(Frame::Stanza(e)) if e.is("error", ns::STREAM) => {
-                self.stream_error_and_close(&e, condition).await
-            }
-            Some(Frame::Stanza(e)) => panic!(
-                "[{}] expected stream error {condition}, got {}",
-                self.jid,
-                e.to_xml("")
-            ),
-            other => panic!(
-                "[{}] expected stream error {condition}, got {other:?}",
-                self.jid
-            ),
-        }
+        self.until_stream_error(condition, 0, |_| false, true).await;
     }
 
     /// Reads stanzas matching `allowed` (at most `max`), then expects a stream error of this
@@ -360,9 +343,21 @@ impl Client {
         max: usize,
         allowed: impl Fn(&Element) -> bool,
     ) -> Vec<Element> {
+        self.until_stream_error(condition, max, allowed, false)
+            .await
+    }
+
+    async fn until_stream_error(
+        &mut self,
+        condition: &str,
+        max: usize,
+        allowed: impl Fn(&Element) -> bool,
+        mut header_ok: bool,
+    ) -> Vec<Element> {
         let mut before = Vec::new();
         loop {
             match self.frame().await {
+                Some(Frame::StreamOpen(_)) if header_ok => header_ok = false,
                 Some(Frame::Stanza(e)) if e.is("error", ns::STREAM) => {
                     self.stream_error_and_close(&e, condition).await;
                     return before;
