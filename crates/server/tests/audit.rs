@@ -560,6 +560,9 @@ async fn with_on_failure_continue_the_server_serves_on_unaudited() {
             e.attr("id") == Some(format!("c{i}").as_str())
         })
         .await;
+        // Nothing refused: the ping's answer is the next thing alice gets.
+        alice.routed().await;
+        // The pause is under test: the log's wait (max_wait, one second) runs out meanwhile.
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     drop(lock);
