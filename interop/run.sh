@@ -7,9 +7,10 @@
 #   Needs python3 with slixmpp and pytest, and go-sendxmpp on PATH (.ci/run installs them).
 #   KEEP=1 keeps the temporary directory (config, data, server log) for a look afterwards.
 #
-# It creates a temporary directory with a config (domain localhost, c2s on free loopback ports),
-# creates the test accounts with `zorg user add --password-stdin`, starts `zorg serve`, waits
-# for its ports, runs pytest on interop/test_slixmpp.py, and checks that the server then stops
+# It creates a temporary directory with a config (domain localhost, c2s on loopback port 0: the
+# system picks free ports and nothing can take them in between), creates the test accounts with
+# `zorg user add --password-stdin`, starts `zorg serve`, reads the ports it got from its start-up
+# summary, runs pytest on interop/test_slixmpp.py, and checks that the server then stops
 # cleanly (exit 0) on SIGTERM. The server is killed on any exit.
 set -euo pipefail
 
@@ -49,18 +50,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# Two free loopback ports: bind both at once (so they differ), then release them.
-read -r port_starttls port_direct < <("$python" - <<'EOF'
-import socket
-socks = [socket.socket() for _ in range(2)]
-for s in socks:
-    s.bind(("127.0.0.1", 0))
-print(*(s.getsockname()[1] for s in socks))
-for s in socks:
-    s.close()
-EOF
-)
-
 cat >"$work/zorg.toml" <<EOF
 data_dir = "data"
 
@@ -68,8 +57,8 @@ data_dir = "data"
 name = "localhost"
 
 [c2s]
-listen = ["127.0.0.1:$port_starttls"]
-direct_tls = ["127.0.0.1:$port_direct"]
+listen = ["127.0.0.1:0"]
+direct_tls = ["127.0.0.1:0"]
 # go-sendxmpp (Debian bookworm, go-xmpp of 2022) knows only PLAIN, DIGEST-MD5 and X-OAUTH2.
 # The slixmpp tests pin their SCRAM mechanism, so they still test SCRAM.
 allow_plain = true
@@ -88,12 +77,21 @@ done
 "$zorg" serve --config "$work/zorg.toml" >"$work/server.out" 2>"$work/server.log" &
 server_pid=$!
 
-# Wait (at most 30 s) until both ports accept connections.
-if ! "$python" - "$port_starttls" "$port_direct" "$server_pid" <<'EOF'; then
-import os, socket, sys, time
-ports, pid = [int(p) for p in sys.argv[1:3]], int(sys.argv[3])
+# Wait (at most 30 s) for the start-up summary, printed once every listener is bound, and read
+# the two ports from it.
+if ! ports=$("$python" - "$work/server.out" "$server_pid" <<'EOF'
+import re, sys, time
+out, pid = sys.argv[1], int(sys.argv[2])
+want = {"starttls": r"^Clients \(STARTTLS\): 127\.0\.0\.1:(\d+)$",
+        "direct": r"^Clients \(direct TLS, XEP-0368\): 127\.0\.0\.1:(\d+)$"}
 deadline = time.monotonic() + 30
 while time.monotonic() < deadline:
+    with open(out) as f:
+        text = f.read()
+    found = {k: re.search(p, text, re.M) for k, p in want.items()}
+    if all(found.values()):
+        print(found["starttls"][1], found["direct"][1])
+        sys.exit(0)
     try:
         with open(f"/proc/{pid}/stat") as f:
             state = f.read().rsplit(")", 1)[1].split()[0]
@@ -101,17 +99,14 @@ while time.monotonic() < deadline:
         state = "gone"
     if state in ("Z", "X", "gone"):
         sys.exit("zorg serve exited during start-up")
-    try:
-        for port in ports:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-        sys.exit(0)
-    except OSError:
-        time.sleep(0.1)
-sys.exit("zorg serve did not listen within 30 s")
+    time.sleep(0.1)
+sys.exit("zorg serve did not report its listening addresses within 30 s")
 EOF
+); then
     cat "$work/server.out" >&2 || true
     exit 1
 fi
+read -r port_starttls port_direct <<<"$ports"
 echo "interop: zorg serve (pid $server_pid) listens on 127.0.0.1:$port_starttls (STARTTLS)" \
     "and 127.0.0.1:$port_direct (direct TLS); work dir $work"
 

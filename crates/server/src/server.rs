@@ -221,6 +221,23 @@ async fn audit_kek(
         .map_err(|e| StartError::Audit(e.to_string()))
 }
 
+/// Logs the journal mode and `synchronous` levels the database connections actually run with
+/// (read back from them: a file system may refuse WAL without an error), and warns for each one
+/// that lets an acknowledged write be lost at power loss. The kill -9 test reads this line.
+async fn report_durability(storage: &Storage) -> Result<(), StartError> {
+    let d = storage.durability().await?;
+    tracing::info!(
+        journal_mode = %d.journal_mode,
+        writer_synchronous = crate::storage::synchronous_name(d.writer_synchronous),
+        reader_synchronous = crate::storage::synchronous_name(d.reader_synchronous),
+        "storage durability, as the database connections report it"
+    );
+    for problem in d.problems() {
+        tracing::warn!("{problem}");
+    }
+    Ok(())
+}
+
 /// Starts the server: opens storage, loads or makes certificates, binds listeners.
 pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     std::fs::create_dir_all(&config.data_dir).map_err(|e| StartError::DataDir {
@@ -230,6 +247,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     let audit = start_audit(&config).await?;
     let storage = open_storage(&config).await?;
     storage.check_integrity().await?;
+    report_durability(&storage).await?;
     audit_kek(&config, &audit, &storage).await?;
     let offline_hints = storage
         .offline_owners()

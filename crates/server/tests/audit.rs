@@ -140,7 +140,7 @@ async fn logins_sessions_messages_and_archive_reads_are_recorded() {
              </securitylabel></message>",
         )
         .await;
-    bob.expect("m1", |e| e.attr("id") == Some("m1")).await;
+    bob.expect_next("m1", |e| e.attr("id") == Some("m1")).await;
     let acc = find(
         &dir,
         "m1 accepted",
@@ -189,7 +189,9 @@ async fn logins_sessions_messages_and_archive_reads_are_recorded() {
     .await;
     let mut carol = t.login("carol", "tab").await;
     carol.available().await;
-    carol.expect("m2", |e| e.attr("id") == Some("m2")).await;
+    carol
+        .expect_next("m2", |e| e.attr("id") == Some("m2"))
+        .await;
     find(&dir, "m2 from storage", |e| {
         matches!(e, Event::MessageDelivered { id: Some(i), to, how: Delivery::FromStorage, .. }
             if i == "m2" && to == "carol@localhost/tab")
@@ -203,7 +205,7 @@ async fn logins_sessions_messages_and_archive_reads_are_recorded() {
         )
         .await;
     alice
-        .expect("m3's bounce", |e| e.attr("id") == Some("m3"))
+        .expect_next("m3's bounce", |e| e.attr("id") == Some("m3"))
         .await;
     find(&dir, "m3 bounced", |e| {
         matches!(e, Event::MessageBounced { id: Some(i), condition, .. }
@@ -240,6 +242,8 @@ async fn logins_sessions_messages_and_archive_reads_are_recorded() {
             "<message to='bob@localhost' type='chat' id='r1'>\
              <retract xmlns='urn:xmpp:message-retract:1' id='m1'/></message>",
         )
+        .await;
+    bob.expect_next("the retraction", |e| e.attr("id") == Some("r1"))
         .await;
     for owner in ["alice@localhost", "bob@localhost"] {
         find(&dir, "retraction", |e| {
@@ -368,7 +372,7 @@ async fn links_with_other_servers_are_recorded_accepted_and_refused() {
     alice
         .send("<message to='bob@b.test' type='chat' id='f1'><body>SECRET-BODY</body></message>")
         .await;
-    bob.expect("f1", |e| e.attr("id") == Some("f1")).await;
+    bob.expect_next("f1", |e| e.attr("id") == Some("f1")).await;
     let (adir, bdir) = (audit_dir(&a), audit_dir(&b));
     find(&adir, "outbound link", |e| {
         matches!(e, Event::S2sAccepted { peer, direction: Direction::Outbound, method: LinkAuth::Certificate, certificate: Some(c), .. }
@@ -409,7 +413,7 @@ async fn links_with_other_servers_are_recorded_accepted_and_refused() {
         .send("<message to='bob@b.test' type='chat' id='f2'><body>SECRET-BODY</body></message>")
         .await;
     alice
-        .expect("f2's bounce", |e| e.attr("id") == Some("f2"))
+        .expect_next("f2's bounce", |e| e.attr("id") == Some("f2"))
         .await;
     let adir = audit_dir(&a);
     find(&adir, "outbound refusal", |e| {
@@ -455,19 +459,27 @@ async fn send_and_see(alice: &mut Client, id: &str) -> Option<String> {
         if e.attr("id") == Some(ping.as_str()) {
             return refused;
         }
-        if e.attr("id") == Some(id) && e.attr("type") == Some("error") {
-            let err = e.get_child("error", ns::CLIENT).unwrap();
-            refused = Some(err.children().next().unwrap().name().to_owned());
-        }
+        assert!(
+            refused.is_none() && e.attr("id") == Some(id) && e.attr("type") == Some("error"),
+            "expected the ping's answer or one error for {id}, got {}",
+            e.to_xml("")
+        );
+        let err = e.get_child("error", ns::CLIENT).unwrap();
+        refused = Some(err.children().next().unwrap().name().to_owned());
     }
 }
 
-/// Sends messages until one is refused (bounded), and returns its error condition.
-async fn until_refused(alice: &mut Client) -> String {
+/// Sends messages until one is refused (bounded), and returns its error condition and the
+/// ids of the messages accepted before it. The pause between messages is what is under test:
+/// the log's wait (`max_wait`) runs out while they are sent.
+async fn until_refused(alice: &mut Client) -> (String, Vec<String>) {
+    let mut accepted = Vec::new();
     for i in 0..100 {
-        if let Some(cond) = send_and_see(alice, &format!("w{i}")).await {
-            return cond;
+        let id = format!("w{i}");
+        if let Some(cond) = send_and_see(alice, &id).await {
+            return (cond, accepted);
         }
+        accepted.push(id);
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     panic!("no message was refused while the audit log could not be written");
@@ -483,7 +495,8 @@ async fn when_the_log_cannot_be_written_acts_are_refused_and_nothing_queued_is_l
     let mut bob = t.login("bob", "pc").await;
     bob.available().await;
     let lock = hold_lock(&dir);
-    assert_eq!(until_refused(&mut alice).await, "internal-server-error");
+    let (cond, accepted) = until_refused(&mut alice).await;
+    assert_eq!(cond, "internal-server-error");
     // A new login is refused too, with a temporary failure.
     let mut c = Client::connect_starttls(t.starttls, "localhost").await;
     let e = c
@@ -503,9 +516,16 @@ async fn when_the_log_cannot_be_written_acts_are_refused_and_nothing_queued_is_l
         assert!(k < 50, "messages still refused after the log came back");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // Bob gets each message accepted before the refusals (held while the log could not be
+    // written, none lost), then the first one accepted after; none of the refused ones.
+    for id in &accepted {
+        bob.expect_next(id, |e| e.attr("id") == Some(id.as_str()))
+            .await;
+    }
     let after = format!("after{k}");
-    bob.expect("after", |e| e.attr("id") == Some(after.as_str()))
+    bob.expect_next("after", |e| e.attr("id") == Some(after.as_str()))
         .await;
+    bob.expect_silence(200).await;
     find(
         &dir,
         "the first message of the outage",
@@ -536,10 +556,13 @@ async fn with_on_failure_continue_the_server_serves_on_unaudited() {
                 "<message to='bob@localhost' type='chat' id='c{i}'><body>x</body></message>"
             ))
             .await;
-        bob.expect("delivered", |e| {
+        bob.expect_next("delivered", |e| {
             e.attr("id") == Some(format!("c{i}").as_str())
         })
         .await;
+        // Nothing refused: the ping's answer is the next thing alice gets.
+        alice.routed().await;
+        // The pause is under test: the log's wait (max_wait, one second) runs out meanwhile.
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     drop(lock);

@@ -4,7 +4,7 @@
 mod common;
 
 use common::{Client, Scram, TestServer};
-use zorg_proto::ns;
+use zorg_proto::{Frame, ns};
 
 #[tokio::test]
 async fn scram_sha256_and_sha1_with_and_without_channel_binding() {
@@ -255,6 +255,13 @@ async fn stanza_before_starttls_is_refused() {
     c.send(&common::header("localhost")).await;
     c.send("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>AGEAYg==</auth>")
         .await;
+    assert!(matches!(c.frame().await, Some(Frame::StreamOpen(_))));
+    c.expect_next("features offering only STARTTLS", |e| {
+        e.is("features", ns::STREAM)
+            && e.has_child("starttls", ns::TLS)
+            && e.children().count() == 1
+    })
+    .await;
     c.expect_stream_error("policy-violation").await;
     t.stop().await;
 }

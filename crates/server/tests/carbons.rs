@@ -47,14 +47,14 @@ async fn setup(t: &TestServer) -> (Client, Client, Client) {
         .send("<presence><priority>5</priority></presence>")
         .await;
     phone
-        .expect("own presence", |e| {
+        .expect_next("own presence", |e| {
             e.name() == "presence" && e.attr("from") == Some("alice@localhost/phone")
         })
         .await;
     let mut desk = t.login("alice", "desk").await;
     desk.available().await;
     phone
-        .expect("the desk's presence", |e| {
+        .expect_next("the desk's presence", |e| {
             e.name() == "presence" && e.attr("from") == Some("alice@localhost/desk")
         })
         .await;
@@ -89,10 +89,10 @@ async fn the_desktop_sees_what_the_phone_receives_and_sends() {
         "<message to='alice@localhost/phone' type='chat' id='m1'><body>BP 120/80</body></message>",
     )
     .await;
-    let m = phone.expect("bob's message", is_message).await;
+    let m = phone.expect_next("bob's message", is_message).await;
     assert_eq!(body(&m), "BP 120/80");
     assert!(m.get_child("received", ns::CARBONS).is_none());
-    let c = desk.expect("a received carbon", is_message).await;
+    let c = desk.expect_next("a received carbon", is_message).await;
     let inner = carbon(&c, "received", "alice@localhost/desk");
     assert_eq!(inner.attr("from"), Some("bob@localhost/pc"));
     assert_eq!(inner.attr("to"), Some("alice@localhost/phone"));
@@ -103,9 +103,9 @@ async fn the_desktop_sees_what_the_phone_receives_and_sends() {
     phone
         .send("<message to='bob@localhost' type='chat' id='s1'><body>noted</body></message>")
         .await;
-    let m = bob.expect("alice's reply", is_message).await;
+    let m = bob.expect_next("alice's reply", is_message).await;
     assert_eq!(body(&m), "noted");
-    let c = desk.expect("a sent carbon", is_message).await;
+    let c = desk.expect_next("a sent carbon", is_message).await;
     let inner = carbon(&c, "sent", "alice@localhost/desk");
     assert_eq!(inner.attr("from"), Some("alice@localhost/phone"));
     assert_eq!(inner.attr("to"), Some("bob@localhost"));
@@ -116,7 +116,7 @@ async fn the_desktop_sees_what_the_phone_receives_and_sends() {
     desk.send("<message to='bob@localhost' type='chat' id='s2'><body>from desk</body></message>")
         .await;
     assert_eq!(
-        body(&bob.expect("the desk's message", is_message).await),
+        body(&bob.expect_next("the desk's message", is_message).await),
         "from desk"
     );
     desk.expect_silence(300).await;
@@ -132,24 +132,24 @@ async fn to_the_bare_jid_the_resource_left_out_gets_a_carbon() {
     // which did not, gets a carbon (§6).
     bob.send("<message to='alice@localhost' type='chat' id='b1'><body>bare</body></message>")
         .await;
-    let m = phone.expect("the message", is_message).await;
+    let m = phone.expect_next("the message", is_message).await;
     assert_eq!(body(&m), "bare");
-    let c = desk.expect("a received carbon", is_message).await;
+    let c = desk.expect_next("a received carbon", is_message).await;
     let inner = carbon(&c, "received", "alice@localhost/desk");
     assert_eq!(inner.attr("to"), Some("alice@localhost"));
     assert_eq!(body(&inner), "bare");
     // A normal message with a body is copied too; one without a body (a subject only) is not.
     bob.send("<message to='alice@localhost/phone' id='n1'><body>normal</body></message>")
         .await;
-    phone.expect("n1", is_message).await;
-    let c = desk.expect("a carbon of n1", is_message).await;
+    phone.expect_next("n1", is_message).await;
+    let c = desk.expect_next("a carbon of n1", is_message).await;
     assert_eq!(
         body(&carbon(&c, "received", "alice@localhost/desk")),
         "normal"
     );
     bob.send("<message to='alice@localhost/phone' id='n2'><subject>x</subject></message>")
         .await;
-    phone.expect("n2", is_message).await;
+    phone.expect_next("n2", is_message).await;
     desk.expect_silence(300).await;
     t.stop().await;
 }
@@ -161,7 +161,7 @@ async fn private_messages_and_disabled_carbons_are_not_copied() {
     // A private message from bob: the phone gets it without <private/>, the desk nothing.
     bob.send("<message to='alice@localhost/phone' type='chat' id='p1'><body>only here</body><private xmlns='urn:xmpp:carbons:2'/></message>")
         .await;
-    let m = phone.expect("the private message", is_message).await;
+    let m = phone.expect_next("the private message", is_message).await;
     assert_eq!(body(&m), "only here");
     assert!(
         m.get_child("private", ns::CARBONS).is_none(),
@@ -174,8 +174,8 @@ async fn private_messages_and_disabled_carbons_are_not_copied() {
     phone
         .send("<message to='bob@localhost' type='chat' id='p3'><body>hint</body><no-copy xmlns='urn:xmpp:hints'/></message>")
         .await;
-    bob.expect("p2", |e| e.attr("id") == Some("p2")).await;
-    bob.expect("p3", |e| e.attr("id") == Some("p3")).await;
+    bob.expect_next("p2", |e| e.attr("id") == Some("p2")).await;
+    bob.expect_next("p3", |e| e.attr("id") == Some("p3")).await;
     desk.expect_silence(300).await;
 
     // The desk disables carbons: nothing more reaches it.
@@ -190,11 +190,11 @@ async fn private_messages_and_disabled_carbons_are_not_copied() {
         "<message to='alice@localhost/phone' type='chat' id='m2'><body>later</body></message>",
     )
     .await;
-    phone.expect("m2", is_message).await;
+    phone.expect_next("m2", is_message).await;
     phone
         .send("<message to='bob@localhost' type='chat' id='s3'><body>ok</body></message>")
         .await;
-    bob.expect("s3", |e| e.attr("id") == Some("s3")).await;
+    bob.expect_next("s3", |e| e.attr("id") == Some("s3")).await;
     desk.expect_silence(300).await;
 
     // A get is not how carbons are switched.

@@ -46,15 +46,6 @@ async fn next_n(c: &mut Client, n: usize) -> Vec<String> {
     out
 }
 
-/// Returns once the server handled everything `c` sent before (a ping round trip).
-async fn routed(c: &mut Client) {
-    c.iq(
-        "<iq type='get' id='sync' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>",
-        "sync",
-    )
-    .await;
-}
-
 async fn setup(t: &TestServer) -> (Client, Client, Client) {
     for u in ["alice", "bob"] {
         t.add_user(&format!("{u}@localhost"), "pass").await;
@@ -65,7 +56,7 @@ async fn setup(t: &TestServer) -> (Client, Client, Client) {
     let tab = t.login("bob", "tab").await;
     alice.send("<inactive xmlns='urn:xmpp:csi:0'/>").await;
     // An IQ goes through at once, and proves the nonza was handled.
-    routed(&mut alice).await;
+    alice.routed().await;
     (alice, pc, tab)
 }
 
@@ -74,12 +65,12 @@ async fn inactive_holds_presence_and_chat_states_until_a_message() {
     let t = TestServer::start().await;
     let (mut alice, mut pc, mut tab) = setup(&t).await;
     pc.send(&presence("one")).await;
-    routed(&mut pc).await;
+    pc.routed().await;
     tab.send(&presence("tab")).await;
-    routed(&mut tab).await;
+    tab.routed().await;
     pc.send(COMPOSING).await;
     pc.send(&presence("two")).await;
-    routed(&mut pc).await;
+    pc.routed().await;
     alice.expect_silence(300).await;
 
     // A message with a body goes out at once, after what was held: the PC's first presence
@@ -105,7 +96,7 @@ async fn active_flushes_and_stops_holding() {
     let (mut alice, mut pc, _tab) = setup(&t).await;
     pc.send(&presence("away")).await;
     pc.send(COMPOSING).await;
-    routed(&mut pc).await;
+    pc.routed().await;
     alice.expect_silence(300).await;
     alice.send("<active xmlns='urn:xmpp:csi:0'/>").await;
     assert_eq!(next_n(&mut alice, 2).await, ["p:pc:away", "cs"]);
@@ -119,9 +110,11 @@ async fn held_stanzas_are_not_counted_by_stream_management() {
     let t = TestServer::start().await;
     let (mut alice, mut pc, _tab) = setup(&t).await;
     alice.send("<enable xmlns='urn:xmpp:sm:3'/>").await;
-    alice.expect("enabled", |e| e.is("enabled", ns::SM)).await;
+    alice
+        .expect_next("enabled", |e| e.is("enabled", ns::SM))
+        .await;
     pc.send(&presence("held")).await;
-    routed(&mut pc).await;
+    pc.routed().await;
     // Acknowledging one stanza is one too many: the held presence was not sent.
     alice.send("<a xmlns='urn:xmpp:sm:3' h='1'/>").await;
     match alice.frame().await {

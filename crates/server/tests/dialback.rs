@@ -134,7 +134,7 @@ async fn servers_of_different_auditors_chat_by_dialback_both_ways() {
     alice
         .send("<message to='bob@b.test' type='chat' id='m2'><body>again</body></message>")
         .await;
-    let m = bob.expect("m2", |e| e.attr("id") == Some("m2")).await;
+    let m = bob.expect_next("m2", |e| e.attr("id") == Some("m2")).await;
     assert_eq!(m.attr("from"), Some("alice@a.test/phone"));
     assert_eq!(m.attr("to"), Some("bob@b.test"));
     assert_eq!(body(&m), "again");
@@ -151,7 +151,7 @@ async fn without_dialback_at_the_receiving_side_the_message_bounces() {
         .send("<message to='bob@b.test' type='chat' id='m1'><body>hello</body></message>")
         .await;
     let e = alice
-        .expect("a bounce", |e| e.attr("id") == Some("m1"))
+        .expect_next("a bounce", |e| e.attr("id") == Some("m1"))
         .await;
     let (cond, text) = error_of(&e);
     assert_eq!(cond, "remote-server-not-found");
@@ -204,8 +204,8 @@ async fn a_forged_key_is_invalid_and_ends_the_link() {
     let (mut raw, _) = raw_dialback(&stranger, &b, "c.test").await;
     raw.send("<message from='carol@c.test' to='bob@b.test' id='x1'><body>sneaky</body></message>")
         .await;
-    raw.expect_stream_error("not-authorized").await;
     bob.expect_silence(300).await;
+    raw.expect_stream_error("not-authorized").await;
     b.stop().await;
     c.stop().await;
 }
@@ -292,7 +292,9 @@ async fn db_verify_is_valid_for_keys_this_server_made_and_invalid_otherwise() {
     // c.test says valid: b.test's link is up and bob's message arrives.
     c.send("<db:result from='c.test' to='b.test' type='valid'/>")
         .await;
-    let m = c.expect("bob's message", |e| e.name() == "message").await;
+    let m = c
+        .expect_next("bob's message", |e| e.name() == "message")
+        .await;
     assert_eq!(m.attr("from"), Some("bob@b.test/desk"));
     assert_eq!(m.attr("to"), Some("carol@c.test"));
     assert_eq!(body(&m), "hi carol");
@@ -309,14 +311,16 @@ async fn allow_and_deny_apply_to_dialback() {
         .send("<message to='bob@b.test' id='m1'><body>x</body></message>")
         .await;
     let e = alice
-        .expect("a bounce", |e| e.attr("id") == Some("m1"))
+        .expect_next("a bounce", |e| e.attr("id") == Some("m1"))
         .await;
     assert_eq!(error_of(&e).0, "remote-server-not-found");
     // And b.test does not link to a.test either, dialback or not.
     let mut bob = online(&b, "b.test", "bob", "desk").await;
     bob.send("<message to='alice@a.test' id='r1'><body>y</body></message>")
         .await;
-    let e = bob.expect("a bounce", |e| e.attr("id") == Some("r1")).await;
+    let e = bob
+        .expect_next("a bounce", |e| e.attr("id") == Some("r1"))
+        .await;
     let (cond, text) = error_of(&e);
     assert_eq!(cond, "remote-server-not-found");
     assert!(text.contains("permitted"), "{text}");

@@ -65,10 +65,14 @@ fn direct_addr(t: &TestServer) -> SocketAddr {
     t.running.as_ref().unwrap().s2s_direct_tls_addrs[0]
 }
 
-/// A port where nothing listens.
-fn dead_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
+/// A port where nothing listens: a socket bound to port 0 and never listening, so the port stays
+/// taken (nobody else can start listening there) and connections to it are refused. Keep the
+/// socket until the test ends.
+fn dead_port() -> (tokio::net::TcpSocket, u16) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let port = socket.local_addr().unwrap().port();
+    (socket, port)
 }
 
 /// Alice and bob chat over the link a.test found; then both servers stop.
@@ -87,7 +91,7 @@ async fn bounced(a: TestServer, b: Option<TestServer>) -> String {
         .send("<message to='bob@b.test' type='chat' id='m1'><body>secret</body></message>")
         .await;
     let e = alice
-        .expect("a bounce", |e| e.attr("id") == Some("m1"))
+        .expect_next("a bounce", |e| e.attr("id") == Some("m1"))
         .await;
     assert_eq!(e.attr("type"), Some("error"), "{}", e.to_xml(""));
     let (cond, text) = error_of(&e);
@@ -145,10 +149,12 @@ async fn targets_are_tried_in_priority_order_until_one_answers() {
     let ca = Ca::new("Auditor");
     let (b, _) = server_b(&ca, |_| {}).await;
     // The preferred targets are dead (one has no address at all); the last one works.
+    let (_dead1, port1) = dead_port();
+    let (_dead2, port2) = dead_port();
     let dns = TestZone::new()
-        .srv("_xmpps-server", "b.test", 1, dead_port(), "dead.b.test")
+        .srv("_xmpps-server", "b.test", 1, port1, "dead.b.test")
         .srv("_xmpp-server", "b.test", 2, 5269, "noaddress.b.test")
-        .srv("_xmpp-server", "b.test", 3, dead_port(), "dead.b.test")
+        .srv("_xmpp-server", "b.test", 3, port2, "dead.b.test")
         .srv(
             "_xmpp-server",
             "b.test",
@@ -174,11 +180,21 @@ async fn an_address_that_does_not_answer_leaves_time_for_the_next_target() {
     socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
     let hole = socket.listen(1).unwrap();
     let hole_addr = hole.local_addr().unwrap();
+    // Fill the backlog: connect until one connection hangs (a connect on loopback completes
+    // in microseconds while there is room; bounded in count).
     let mut fillers = Vec::new();
-    for _ in 0..3 {
-        fillers.push(tokio::spawn(tokio::net::TcpStream::connect(hole_addr)));
+    let mut pending = None;
+    for _ in 0..16 {
+        let mut connect = tokio::spawn(tokio::net::TcpStream::connect(hole_addr));
+        match tokio::time::timeout(std::time::Duration::from_millis(500), &mut connect).await {
+            Ok(done) => fillers.push(done.unwrap().unwrap()),
+            Err(_) => {
+                pending = Some(connect);
+                break;
+            }
+        }
     }
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let pending = pending.expect("the listener's backlog fills up");
     let dns = TestZone::new()
         .srv("_xmpp-server", "b.test", 1, hole_addr.port(), "hole.b.test")
         .srv(
@@ -196,9 +212,8 @@ async fn an_address_that_does_not_answer_leaves_time_for_the_next_target() {
     let a = server_a(&ca, &dns, &b, false).await;
     chat_works(a, b).await;
     drop(hole);
-    for f in fillers {
-        f.abort();
-    }
+    drop(fillers);
+    pending.abort();
 }
 
 #[tokio::test]

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Client, TestServer};
+use common::{Client, TestServer, eventually};
 use tokio::io::AsyncReadExt;
 use zorg_proto::ns;
 
@@ -13,9 +13,8 @@ use zorg_proto::ns;
 async fn bad_input(t: &TestServer, bad: &[u8], condition: &str) {
     let mut bystander = t.login("bob", "by").await;
     let mut c = t.login("alice", "evil").await;
-    let _ = c.send_bytes(bad).await;
+    c.send_bytes(bad).await.unwrap();
     c.expect_stream_error(condition).await;
-    c.expect_closed().await;
     let r = bystander
         .iq(
             "<iq type='get' id='alive' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>",
@@ -144,7 +143,9 @@ async fn wrong_stanzas_and_addresses() {
     assert_eq!(r.attr("type"), Some("error"));
     c.send("<message to='not a jid@@' id='j'><body>x</body></message>")
         .await;
-    let e = c.expect("jid error", |e| e.attr("id") == Some("j")).await;
+    let e = c
+        .expect_next("jid error", |e| e.attr("id") == Some("j"))
+        .await;
     assert!(
         e.get_child("error", ns::CLIENT)
             .unwrap()
@@ -171,22 +172,23 @@ async fn pre_auth_timeout_and_unauthenticated_cap() {
     // Two silent connections take both permits.
     let mut s1 = tokio::net::TcpStream::connect(t.starttls).await.unwrap();
     let _s2 = tokio::net::TcpStream::connect(t.starttls).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let permits = || t.server().unauthenticated.available_permits();
+    eventually("both permits taken", || permits() == 0).await;
     // A third is closed at once.
     let mut s3 = tokio::net::TcpStream::connect(t.starttls).await.unwrap();
     let mut buf = [0u8; 16];
-    let n = tokio::time::timeout(Duration::from_secs(2), s3.read(&mut buf))
+    let n = tokio::time::timeout(common::WAIT, s3.read(&mut buf))
         .await
         .unwrap()
         .unwrap_or(0);
     assert_eq!(n, 0, "third unauthenticated connection refused");
     // The silent ones are dropped after the pre-auth timeout…
-    let n = tokio::time::timeout(Duration::from_secs(3), s1.read(&mut buf))
+    let n = tokio::time::timeout(common::WAIT, s1.read(&mut buf))
         .await
         .unwrap()
         .unwrap_or(0);
     assert_eq!(n, 0, "silent connection closed");
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    eventually("both permits given back", || permits() == 2).await;
     // …and a real client gets in again; once bound it no longer counts.
     let _a = t.login("alice", "a").await;
     let _b = t.login("alice", "b").await;
@@ -229,16 +231,25 @@ async fn garbage_before_tls_and_during_handshake() {
     // Not XML at all on the STARTTLS port.
     let tcp = tokio::net::TcpStream::connect(t.starttls).await.unwrap();
     let mut c = Client::new(Box::new(tcp));
-    let _ = c.send_bytes(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
-    c.expect_closed().await;
+    c.send_bytes(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    c.expect_stream_error("not-well-formed").await;
     // Random bytes on the direct-TLS port: the TLS handshake fails and the server goes on.
     let mut tcp = tokio::net::TcpStream::connect(t.direct).await.unwrap();
     use tokio::io::AsyncWriteExt;
-    let _ = tcp
-        .write_all(&[0x16, 0x03, 0x01, 0xff, 0xff, 1, 2, 3])
-        .await;
+    tcp.write_all(&[0x16, 0x03, 0x01, 0xff, 0xff, 1, 2, 3])
+        .await
+        .unwrap();
+    // The server gives up on the handshake: at most an alert, then the connection ends.
     let mut buf = [0u8; 64];
-    let _ = tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut buf)).await;
+    tokio::time::timeout(common::WAIT, async {
+        while let Ok(n) = tcp.read(&mut buf).await
+            && n > 0
+        {}
+    })
+    .await
+    .expect("the server closes a connection whose handshake failed");
     let mut ok = t.login("alice", "after").await;
     let r = ok
         .iq(

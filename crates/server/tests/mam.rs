@@ -29,7 +29,7 @@ async fn paging_through_1000_messages_forward_and_backward() {
     }
     for _ in 0..500 {
         alice
-            .expect("bob's message", |e| e.name() == "message")
+            .expect_next("bob's message", |e| e.name() == "message")
             .await;
     }
     // A sender's archive copy is queued once its message was delivered or stored: a ping
@@ -148,14 +148,14 @@ async fn offline_messages_are_archived_once_delivered_once_with_the_archive_ids(
         .await;
     }
     // Nothing bounced: the messages are stored.
-    bob.expect_silence(300).await;
+    bob.routed().await;
 
     let mut phone = t.login("alice", "phone").await;
     phone.available().await;
     let mut got = Vec::new();
     for _ in 0..3 {
         let m = phone
-            .expect("an offline message", |e| {
+            .expect_next("an offline message", |e| {
                 e.name() == "message" && body(e).is_some()
             })
             .await;
@@ -207,7 +207,7 @@ async fn corrections_and_retractions_as_the_archive_shows_them() {
     .await;
     for _ in 0..3 {
         alice
-            .expect("bob's message", |e| e.name() == "message")
+            .expect_next("bob's message", |e| e.name() == "message")
             .await;
     }
     // Mallory-style: alice may not retract bob's message in her own archive.
@@ -229,7 +229,7 @@ async fn corrections_and_retractions_as_the_archive_shows_them() {
     )
     .await;
     alice
-        .expect("bob's retraction", |e| e.name() == "message")
+        .expect_next("bob's retraction", |e| e.name() == "message")
         .await;
     t.server().storage.flush_archive().await;
     let (items, _) = query(&mut alice, "q", with_bob()).await;
@@ -267,7 +267,7 @@ async fn corrections_and_retractions_as_the_archive_shows_them() {
     )
     .await;
     alice
-        .expect("the retraction", |e| e.name() == "message")
+        .expect_next("the retraction", |e| e.name() == "message")
         .await;
     // Bob's session has applied the retraction to both archives when it answers this.
     bob.iq(
@@ -293,12 +293,12 @@ async fn receipts_and_markers_are_archived_chat_states_are_not() {
     let mut alice = t.login("alice", "desk").await;
     let mut bob = t.login("bob", "pc").await;
     bob.send("<message to='alice@localhost/desk' type='chat' id='m1'><body>hi</body><request xmlns='urn:xmpp:receipts'/><markable xmlns='urn:xmpp:chat-markers:0'/></message>").await;
-    alice.expect("hi", |e| body(e).is_some()).await;
+    alice.expect_next("hi", |e| body(e).is_some()).await;
     alice.send("<message to='bob@localhost/pc' type='chat' id='x1'><received xmlns='urn:xmpp:receipts' id='m1'/></message>").await;
     alice.send("<message to='bob@localhost/pc' type='chat' id='x2'><displayed xmlns='urn:xmpp:chat-markers:0' id='m1'/></message>").await;
     alice.send("<message to='bob@localhost/pc' type='chat' id='x3'><composing xmlns='http://jabber.org/protocol/chatstates'/></message>").await;
     for _ in 0..3 {
-        bob.expect("alice's receipts and state", |e| e.name() == "message")
+        bob.expect_next("alice's receipts and state", |e| e.name() == "message")
             .await;
     }
     t.server().storage.flush_archive().await;
@@ -337,7 +337,9 @@ async fn preferences_metadata_form_and_disco() {
     assert_eq!(p.attr("type"), Some("result"));
     bob.send("<message to='alice@localhost/desk' type='chat'><body>not kept</body></message>")
         .await;
-    let m = alice.expect("bob's message", |e| body(e).is_some()).await;
+    let m = alice
+        .expect_next("bob's message", |e| body(e).is_some())
+        .await;
     assert!(
         !m.has_child("stanza-id", ns::SID),
         "not archived, so no archive id"

@@ -6,8 +6,8 @@
 
 mod common;
 
-use common::fed::{Ca, eventually, online, pair_with};
-use common::{Client, TestServer};
+use common::fed::{Ca, online, pair_with};
+use common::{Client, TestServer, eventually, eventually_async};
 use zorg_proto::{Element, ns};
 use zorg_server::config::DurationStr;
 use zorg_server::storage::PushStore;
@@ -312,7 +312,7 @@ async fn a_message_for_offline_alice_wakes_her_phone_until_the_app_server_refuse
     // Bob writes; alice has no session: the app server gets a publish from alice's bare JID
     // that says one message waits, and nothing of the message itself.
     bob_writes(&mut bob, "m1").await;
-    let p = app.expect("a publish", is_publish).await;
+    let p = app.expect_next("a publish", is_publish).await;
     assert_eq!(
         summary(&p, ALICE, "n1"),
         pairs(&[("FORM_TYPE", SUMMARY), ("message-count", "1")])
@@ -335,7 +335,7 @@ async fn a_message_for_offline_alice_wakes_her_phone_until_the_app_server_refuse
     // A second message, after the interval: two are waiting now. A transient error (wait)
     // keeps the registration.
     bob_writes(&mut bob, "m2").await;
-    let p = app.expect("a second publish", is_publish).await;
+    let p = app.expect_next("a second publish", is_publish).await;
     assert_eq!(
         summary(&p, ALICE, "n1"),
         pairs(&[("FORM_TYPE", SUMMARY), ("message-count", "2")])
@@ -354,7 +354,7 @@ async fn a_message_for_offline_alice_wakes_her_phone_until_the_app_server_refuse
 
     // Someone other than the app server cannot cancel the registration with the id.
     bob_writes(&mut bob, "m3").await;
-    let p = app.expect("a third publish", is_publish).await;
+    let p = app.expect_next("a third publish", is_publish).await;
     let id = p.attr("id").unwrap().to_owned();
     bob.send(&format!(
         "<iq type='error' to='alice@localhost' id='{id}'><error type='cancel'>\
@@ -370,15 +370,12 @@ async fn a_message_for_offline_alice_wakes_her_phone_until_the_app_server_refuse
     ))
     .await;
     let storage = server.storage.clone();
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
-    while !storage.push_registrations(ALICE).await.unwrap().is_empty() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "registration not removed"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    // So the next message notifies nobody.
+    eventually_async("the registration to be removed", || async {
+        storage.push_registrations(ALICE).await.unwrap().is_empty()
+    })
+    .await;
+    // So the next message notifies nobody. The wait is part of the test: past the minimum
+    // interval (one second here), a notification would be due if anyone were registered.
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     bob_writes(&mut bob, "m4").await;
     app.expect_silence(1500).await;
@@ -388,7 +385,7 @@ async fn a_message_for_offline_alice_wakes_her_phone_until_the_app_server_refuse
     alice.available().await;
     for i in 1..=4 {
         let m = alice
-            .expect("a stored message", |e| e.name() == "message")
+            .expect_next("a stored message", |e| e.name() == "message")
             .await;
         assert_eq!(m.attr("id"), Some(format!("m{i}").as_str()));
     }
@@ -403,7 +400,7 @@ async fn a_burst_gives_one_notification_now_and_one_at_the_end_of_the_interval()
     let mut bob = t.login("bob", "pc").await;
     // The first message notifies at once.
     bob_writes(&mut bob, "m1").await;
-    let p = app.expect("the first publish", is_publish).await;
+    let p = app.expect_next("the first publish", is_publish).await;
     assert_eq!(
         summary(&p, ALICE, "n1"),
         pairs(&[("FORM_TYPE", SUMMARY), ("message-count", "1")])
@@ -413,7 +410,7 @@ async fn a_burst_gives_one_notification_now_and_one_at_the_end_of_the_interval()
     for i in 2..=4 {
         bob_writes(&mut bob, &format!("m{i}")).await;
     }
-    let p = app.expect("the second publish", is_publish).await;
+    let p = app.expect_next("the second publish", is_publish).await;
     assert_eq!(
         summary(&p, ALICE, "n1"),
         pairs(&[("FORM_TYPE", SUMMARY), ("message-count", "4")])
@@ -432,7 +429,7 @@ async fn no_notification_while_alice_is_online() {
     let mut bob = t.login("bob", "pc").await;
     bob_writes(&mut bob, "m1").await;
     let m = alice
-        .expect("bob's message", |e| e.name() == "message")
+        .expect_next("bob's message", |e| e.name() == "message")
         .await;
     assert_eq!(m.attr("id"), Some("m1"));
     app.expect_silence(1500).await;
@@ -455,7 +452,7 @@ async fn the_sender_is_named_only_when_the_operator_allows_it() {
     alice_registers_and_leaves(&t, APP, "n1").await;
     let mut bob = t.login("bob", "pc").await;
     bob_writes(&mut bob, "m1").await;
-    let p = app.expect("a publish", is_publish).await;
+    let p = app.expect_next("a publish", is_publish).await;
     // The bare JID, and still no body.
     assert_eq!(
         summary(&p, ALICE, "n1"),
@@ -476,14 +473,10 @@ async fn a_local_domain_is_no_push_service_and_its_registration_goes() {
     let mut bob = t.login("bob", "pc").await;
     bob_writes(&mut bob, "m1").await;
     let storage = t.server().storage.clone();
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
-    while !storage.push_registrations(ALICE).await.unwrap().is_empty() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "registration not removed"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    eventually_async("the registration to be removed", || async {
+        storage.push_registrations(ALICE).await.unwrap().is_empty()
+    })
+    .await;
     t.stop().await;
 }
 
@@ -530,7 +523,7 @@ async fn an_app_server_on_another_server_gets_the_publish_over_federation() {
     carol
         .send("<message to='alice@a.test' type='chat' id='m1'><body>hello</body></message>")
         .await;
-    let p = app.expect("a publish over s2s", is_publish).await;
+    let p = app.expect_next("a publish over s2s", is_publish).await;
     assert_eq!(
         summary(&p, "alice@a.test", "n1"),
         pairs(&[("FORM_TYPE", SUMMARY), ("message-count", "1")])
@@ -549,7 +542,7 @@ async fn an_app_server_on_another_server_gets_the_publish_over_federation() {
     carol
         .send("<message to='alice@a.test' type='chat' id='m2'><body>again</body></message>")
         .await;
-    let p = app.expect("a second publish", is_publish).await;
+    let p = app.expect_next("a second publish", is_publish).await;
     let id = p.attr("id").unwrap().to_owned();
     app.send(&format!(
         "<iq type='error' to='alice@a.test' id='{id}'><error type='auth'>\
@@ -557,19 +550,14 @@ async fn an_app_server_on_another_server_gets_the_publish_over_federation() {
     ))
     .await;
     let storage = server.storage.clone();
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
-    while !storage
-        .push_registrations("alice@a.test")
-        .await
-        .unwrap()
-        .is_empty()
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "registration not removed"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    eventually_async("the registration to be removed", || async {
+        storage
+            .push_registrations("alice@a.test")
+            .await
+            .unwrap()
+            .is_empty()
+    })
+    .await;
     a.stop().await;
     b.stop().await;
 }
@@ -584,7 +572,9 @@ async fn a_message_for_a_hibernating_session_wakes_the_phone() {
     phone
         .send("<enable xmlns='urn:xmpp:sm:3' resume='true'/>")
         .await;
-    phone.expect("enabled", |e| e.is("enabled", ns::SM)).await;
+    phone
+        .expect_next("enabled", |e| e.is("enabled", ns::SM))
+        .await;
     phone.available().await;
     drop(phone);
     let server = &t.running.as_ref().unwrap().server;
@@ -603,7 +593,7 @@ async fn a_message_for_a_hibernating_session_wakes_the_phone() {
     );
     let mut bob = t.login("bob", "pc").await;
     bob_writes(&mut bob, "m1").await;
-    let p = app.expect("a publish", is_publish).await;
+    let p = app.expect_next("a publish", is_publish).await;
     assert_eq!(
         summary(&p, ALICE, "n1"),
         pairs(&[("FORM_TYPE", SUMMARY), ("message-count", "1")])

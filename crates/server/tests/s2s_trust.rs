@@ -5,9 +5,8 @@
 
 mod common;
 
-use common::fed::{
-    Ca, body, error_of, eventually, federation, online, pair, pair_with, raw_connect,
-};
+use common::eventually;
+use common::fed::{Ca, body, error_of, federation, online, pair, pair_with, raw_connect};
 use rcgen::SerialNumber;
 use time::{Duration as TimeDuration, OffsetDateTime};
 use zorg_proto::ns;
@@ -21,7 +20,9 @@ async fn certificate_from_another_ca_is_refused_and_the_message_bounces() {
     alice
         .send("<message to='bob@b.test' type='chat' id='m1'><body>secret</body></message>")
         .await;
-    let e = alice.expect("a bounce", |e| e.name() == "message").await;
+    let e = alice
+        .expect_next("a bounce", |e| e.name() == "message")
+        .await;
     assert_eq!(e.attr("type"), Some("error"));
     assert_eq!(e.attr("id"), Some("m1"));
     assert_eq!(e.attr("from"), Some("bob@b.test"));
@@ -41,7 +42,9 @@ async fn certificate_not_naming_the_domain_is_refused() {
     alice
         .send("<message to='bob@b.test' id='m1'><body>x</body></message>")
         .await;
-    let e = alice.expect("a bounce", |e| e.name() == "message").await;
+    let e = alice
+        .expect_next("a bounce", |e| e.name() == "message")
+        .await;
     let (cond, text) = error_of(&e);
     assert_eq!(cond, "remote-server-not-found");
     assert!(text.contains("does not name b.test"), "{text}");
@@ -78,7 +81,7 @@ async fn expired_certificate_is_refused() {
         .send("<message to='bob@b.test' id='m1'><body>x</body></message>")
         .await;
     let e = alice
-        .expect("a bounce", |e| e.attr("id") == Some("m1"))
+        .expect_next("a bounce", |e| e.attr("id") == Some("m1"))
         .await;
     let (cond, text) = error_of(&e);
     assert_eq!(cond, "remote-server-not-found");
@@ -106,11 +109,13 @@ async fn a_certificate_revoked_while_running_ends_the_open_link_and_new_ones_are
     alice
         .send("<message to='bob@b.test' id='m1'><body>before</body></message>")
         .await;
-    bob.expect("m1", |e| e.attr("id") == Some("m1")).await;
+    bob.expect_next("m1", |e| e.attr("id") == Some("m1")).await;
     // And a link the other way: b.test -> a.test, inbound at a.test.
     bob.send("<message to='alice@a.test' id='r1'><body>reply</body></message>")
         .await;
-    alice.expect("r1", |e| e.attr("id") == Some("r1")).await;
+    alice
+        .expect_next("r1", |e| e.attr("id") == Some("r1"))
+        .await;
     assert_eq!(federation(&b).link_count(), 1);
     // The auditor revokes b.test; a.test picks the CRL up while running (polled every 5 s).
     // Wait for the swap itself rather than a fixed time, so that a loaded machine cannot make
@@ -127,7 +132,9 @@ async fn a_certificate_revoked_while_running_ends_the_open_link_and_new_ones_are
     // b.test cannot link again: a.test refuses its certificate, and bob's message bounces.
     bob.send("<message to='alice@a.test' id='r2'><body>again</body></message>")
         .await;
-    let e = bob.expect("a bounce", |e| e.attr("id") == Some("r2")).await;
+    let e = bob
+        .expect_next("a bounce", |e| e.attr("id") == Some("r2"))
+        .await;
     assert_eq!(
         error_of(&e).0,
         "remote-server-not-found",
@@ -138,7 +145,7 @@ async fn a_certificate_revoked_while_running_ends_the_open_link_and_new_ones_are
         .send("<message to='bob@b.test' id='m2'><body>after</body></message>")
         .await;
     let e = alice
-        .expect("a bounce", |e| e.attr("id") == Some("m2"))
+        .expect_next("a bounce", |e| e.attr("id") == Some("m2"))
         .await;
     let (cond, text) = error_of(&e);
     assert_eq!(cond, "remote-server-not-found");

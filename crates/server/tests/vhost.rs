@@ -9,9 +9,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use common::fed::{
-    Ca, body, chat, eventually, fed_server, federation, online, s2s_addr, subscription_and_presence,
+    Ca, body, chat, fed_server, federation, online, s2s_addr, subscription_and_presence,
 };
-use common::{Client, TestServer, temp_dir, test_config};
+use common::{Client, TestServer, eventually, temp_dir, test_config};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use zorg_server::config::{DomainConfig, DurationStr};
@@ -173,7 +173,7 @@ async fn two_hosted_domains_talk_without_federation_links() {
     let mut bob = online(&t, "b.test", "bob", "desk").await;
 
     chat(&mut alice, &mut bob).await;
-    subscription_and_presence(&t, &mut alice, &mut bob).await;
+    subscription_and_presence(&t, &mut alice, &mut bob, false).await;
 
     // A link to the hosts entry would still be waiting for its stream header (connect_timeout
     // is 5 s), so it would be counted here.
@@ -208,7 +208,7 @@ async fn links_from_each_hosted_domain_present_its_own_certificate() {
         who.send("<message to='carol@c.test' type='chat'><body>hi carol</body></message>")
             .await;
         let m = carol
-            .expect("a message from a hosted domain", |e| {
+            .expect_next("a message from a hosted domain", |e| {
                 e.name() == "message" && e.attr("from") == Some(from)
             })
             .await;
@@ -224,14 +224,14 @@ async fn links_from_each_hosted_domain_present_its_own_certificate() {
         .send("<message to='bob@b.test' type='chat'><body>to bob</body></message>")
         .await;
     let m = alice
-        .expect("carol's message", |e| e.name() == "message")
+        .expect_next("carol's message", |e| e.name() == "message")
         .await;
     assert_eq!(
         (m.attr("from"), body(&m).as_str()),
         (Some("carol@c.test/home"), "to alice")
     );
     let m = bob
-        .expect("carol's message", |e| e.name() == "message")
+        .expect_next("carol's message", |e| e.name() == "message")
         .await;
     assert_eq!(
         (m.attr("from"), body(&m).as_str()),

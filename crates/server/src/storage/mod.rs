@@ -22,6 +22,7 @@ use std::sync::{Arc, OnceLock};
 use base64::Engine as _;
 
 pub use keys::KeyInfo;
+pub use sqlite::durability::{Durability, synchronous_name};
 pub use types::{RosterItem, ScramHash, ScramRecord, Subscription};
 
 use crate::crypto::{CryptoError, Keyring, RecordAad, RecordKind};
@@ -351,6 +352,14 @@ impl Storage {
         };
         db.unlock(crate::crypto::Kek::random()?).await?;
         Ok(db)
+    }
+
+    /// The journal mode and `synchronous` levels the connections actually run with, read back
+    /// rather than assumed (see [`Durability::problems`]).
+    pub async fn durability(&self) -> Result<Durability, StorageError> {
+        match &self.pool {
+            Pool::Sqlite(db) => db.durability().await,
+        }
     }
 
     /// Commits queued archive writes, waits for running operations and closes every

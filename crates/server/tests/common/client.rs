@@ -79,6 +79,9 @@ pub enum Scram {
     Sha256,
 }
 
+/// A predicate on a stanza, named in [`Client::expect_unordered`]'s list.
+pub type Expected<'a> = dyn Fn(&Element) -> bool + 'a;
+
 /// A scripted client.
 pub struct Client {
     pub io: Box<dyn Io>,
@@ -256,66 +259,214 @@ impl Client {
     pub async fn next(&mut self) -> Element {
         match self.frame().await {
             Some(Frame::Stanza(e)) => {
+                if std::env::var("ZORG_TEST_TRACE").is_ok() {
+                    eprintln!("[{}] {}", self.jid, e.to_xml(""));
+                }
                 if e.ns() == ns::CLIENT && matches!(e.name(), "message" | "presence" | "iq") {
                     self.handled = self.handled.wrapping_add(1);
                 }
                 e
             }
-            other => panic!("expected a stanza, got {other:?}"),
+            other => panic!("[{}] expected a stanza, got {other:?}", self.jid),
         }
     }
 
-    /// Skips elements until one matches (bounded by WAIT each).
+    /// The next stanza, which must match `f`: anything else (an extra or missing stanza, or
+    /// one in the wrong order) fails the test and is printed. The default expectation: an
+    /// exchange whose order is fixed must be checked stanza by stanza.
+    pub async fn expect_next(&mut self, what: &str, f: impl Fn(&Element) -> bool) -> Element {
+        let e = self.next().await;
+        assert!(
+            f(&e),
+            "[{}] expected {what}, got {}",
+            self.jid,
+            e.to_xml("")
+        );
+        e
+    }
+
+    /// Reads exactly `want.len()` stanzas that match the predicates one to one, in any order,
+    /// and returns them in the order of `want`. For stanzas whose relative order is up to
+    /// timing (presence from several sessions, a push racing a result); anything that matches
+    /// none of the predicates still waiting fails the test. Each stanza is given to the first
+    /// waiting predicate that takes it, so list the narrower ones first.
+    pub async fn expect_unordered(&mut self, want: &[(&str, &Expected<'_>)]) -> Vec<Element> {
+        let mut got: Vec<Option<Element>> = vec![None; want.len()];
+        for _ in 0..want.len() {
+            let e = self.next().await;
+            let slot = want
+                .iter()
+                .enumerate()
+                .position(|(i, (_, f))| got[i].is_none() && f(&e));
+            match slot {
+                Some(i) => got[i] = Some(e),
+                None => {
+                    let waiting: Vec<&str> = want
+                        .iter()
+                        .zip(&got)
+                        .filter(|(_, g)| g.is_none())
+                        .map(|((w, _), _)| *w)
+                        .collect();
+                    panic!(
+                        "[{}] expected one of {waiting:?}, got {}",
+                        self.jid,
+                        e.to_xml("")
+                    );
+                }
+            }
+        }
+        got.into_iter().map(|e| e.unwrap()).collect()
+    }
+
+    /// Skips stanzas until one matches (at most 50, each bounded by WAIT). Tolerant on
+    /// purpose, and so unable to notice an extra stanza: only where what comes before is
+    /// truly up to timing, with a comment at the call saying why. Prefer [`Client::expect_next`]
+    /// or [`Client::expect_unordered`].
     pub async fn expect(&mut self, what: &str, f: impl Fn(&Element) -> bool) -> Element {
+        let mut skipped = Vec::new();
         for _ in 0..50 {
             let e = self.next().await;
-            if std::env::var("ZORG_TEST_TRACE").is_ok() {
-                eprintln!("[{}] {}", self.jid, e.to_xml(""));
-            }
             if f(&e) {
                 return e;
             }
+            skipped.push(e.to_xml(""));
         }
-        panic!("no {what} within 50 stanzas");
+        panic!(
+            "[{}] no {what} within 50 stanzas; skipped: {skipped:#?}",
+            self.jid
+        );
     }
 
-    /// Expects the stream to end with a stream error of this condition (or just close).
+    /// Expects the next frame to be a stream error of this condition, and then the end of the
+    /// stream. Only the server's stream header may come first (RFC 6120 §4.9.1.2: a stream is
+    /// opened before it is ended with an error).
     pub async fn expect_stream_error(&mut self, condition: &str) {
+        self.until_stream_error(condition, 0, |_| false, true).await;
+    }
+
+    /// Reads stanzas matching `allowed` (at most `max`), then expects a stream error of this
+    /// condition and the end of the stream: for a stream that ends while stanzas are still on
+    /// their way to it (a flood that trips a limit). Returns the stanzas read before the error.
+    pub async fn stanzas_then_stream_error(
+        &mut self,
+        condition: &str,
+        max: usize,
+        allowed: impl Fn(&Element) -> bool,
+    ) -> Vec<Element> {
+        self.until_stream_error(condition, max, allowed, false)
+            .await
+    }
+
+    async fn until_stream_error(
+        &mut self,
+        condition: &str,
+        max: usize,
+        allowed: impl Fn(&Element) -> bool,
+        mut header_ok: bool,
+    ) -> Vec<Element> {
+        let mut before = Vec::new();
         loop {
             match self.frame().await {
+                Some(Frame::StreamOpen(_)) if header_ok => header_ok = false,
                 Some(Frame::Stanza(e)) if e.is("error", ns::STREAM) => {
-                    assert!(
-                        e.has_child(condition, ns::STREAM_ERRORS),
-                        "expected {condition}, got {}",
-                        e.to_xml("")
-                    );
-                    return;
+                    self.stream_error_and_close(&e, condition).await;
+                    return before;
                 }
-                Some(Frame::Stanza(_)) | Some(Frame::StreamOpen(_)) => continue,
-                other => panic!("expected stream error {condition}, got {other:?}"),
+                Some(Frame::Stanza(e)) if allowed(&e) && before.len() < max => before.push(e),
+                Some(Frame::Stanza(e)) => panic!(
+                    "[{}] expected stream error {condition}, got {}",
+                    self.jid,
+                    e.to_xml("")
+                ),
+                other => panic!(
+                    "[{}] expected stream error {condition}, got {other:?}",
+                    self.jid
+                ),
             }
         }
     }
 
-    /// Waits until the server closes the connection (bounded).
+    /// Checks the condition of the stream error `e`; the stream must end right after it
+    /// (RFC 6120 §4.9.1.1).
+    async fn stream_error_and_close(&mut self, e: &Element, condition: &str) {
+        assert!(
+            e.has_child(condition, ns::STREAM_ERRORS),
+            "[{}] expected {condition}, got {}",
+            self.jid,
+            e.to_xml("")
+        );
+        self.expect_closed().await;
+    }
+
+    /// Expects the server to close the stream (`</stream:stream>` or the connection) next.
     pub async fn expect_closed(&mut self) {
+        match self.frame().await {
+            None | Some(Frame::StreamClose) => {}
+            Some(Frame::Stanza(e)) => {
+                panic!(
+                    "[{}] expected the end of the stream, got {}",
+                    self.jid,
+                    e.to_xml("")
+                )
+            }
+            Some(other) => panic!(
+                "[{}] expected the end of the stream, got {other:?}",
+                self.jid
+            ),
+        }
+    }
+
+    /// Asserts that nothing arrives: neither a stanza already read (in the buffer or begun in
+    /// the parser) nor anything within `ms`. Whitespace keepalives are silence; the connection
+    /// closing is not.
+    pub async fn expect_silence(&mut self, ms: u64) {
+        self.nothing_buffered();
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(ms);
         loop {
-            match self.frame().await {
-                None | Some(Frame::StreamClose) => return,
-                Some(_) => continue,
+            let mut tmp = [0u8; 8192];
+            match tokio::time::timeout_at(deadline, self.io.read(&mut tmp)).await {
+                Err(_) => return,
+                Ok(Ok(0)) => panic!(
+                    "[{}] the connection closed instead of staying quiet",
+                    self.jid
+                ),
+                Ok(Err(e)) => panic!("[{}] read failed while expecting silence: {e}", self.jid),
+                Ok(Ok(n)) => {
+                    self.buf.extend_from_slice(&tmp[..n]);
+                    self.nothing_buffered();
+                }
             }
         }
     }
 
-    /// Asserts that nothing arrives for a short while.
-    pub async fn expect_silence(&mut self, ms: u64) {
-        let mut tmp = [0u8; 1024];
-        if let Ok(Ok(n)) =
-            tokio::time::timeout(Duration::from_millis(ms), self.io.read(&mut tmp)).await
-        {
-            let got = String::from_utf8_lossy(&tmp[..n]).to_string();
-            assert!(n == 0 || got.trim().is_empty(), "unexpected data: {got}");
+    /// Fails if the bytes read so far hold a frame, or the start of one.
+    fn nothing_buffered(&mut self) {
+        while !self.buf.is_empty() {
+            let mut data = &self.buf[..];
+            let r = self.parser.feed(&mut data);
+            let used = self.buf.len() - data.len();
+            let rest = String::from_utf8_lossy(&self.buf[used..]).into_owned();
+            self.buf.drain(..used);
+            match r {
+                Ok(Some(Frame::Stanza(e))) => {
+                    panic!("[{}] expected silence, got {}", self.jid, e.to_xml(""))
+                }
+                Ok(Some(f)) => panic!("[{}] expected silence, got {f:?}", self.jid),
+                Ok(None) => {
+                    assert!(
+                        self.buf.is_empty(),
+                        "[{}] the parser left bytes unread: {rest}",
+                        self.jid
+                    );
+                }
+                Err(e) => panic!("[{}] server sent bad XML: {e}", self.jid),
+            }
         }
+        assert!(
+            !self.parser.in_stanza(),
+            "[{}] expected silence, but part of a stanza arrived",
+            self.jid
+        );
     }
 
     pub fn mechanisms(&self) -> Vec<String> {
@@ -476,25 +627,47 @@ impl Client {
         jid
     }
 
-    /// Sends an IQ and returns the response with the same id.
+    /// Sends an IQ and returns the response with the same id, which must be the next stanza.
     pub async fn iq(&mut self, xml: &str, id: &str) -> Element {
         self.send(xml).await;
-        self.expect(&format!("iq {id}"), |e| {
-            e.name() == "iq"
-                && e.attr("id") == Some(id)
-                && matches!(e.attr("type"), Some("result") | Some("error"))
-        })
-        .await
+        self.expect_next(&format!("the answer to iq {id}"), is_answer(id))
+            .await
     }
 
-    /// Sends available presence and waits for its reflection.
+    /// Returns once the server handled everything this client sent before: a ping round trip
+    /// (a session handles its stanzas in order), whose answer must be the next stanza, so that
+    /// nothing (a bounce, an error) came before it.
+    pub async fn routed(&mut self) {
+        let domain = self
+            .jid
+            .split_once('@')
+            .and_then(|(_, d)| d.split('/').next())
+            .unwrap_or("localhost")
+            .to_owned();
+        self.iq(
+            &format!("<iq type='get' id='sync' to='{domain}'><ping xmlns='urn:xmpp:ping'/></iq>"),
+            "sync",
+        )
+        .await;
+    }
+
+    /// Sends available presence and expects its reflection next.
     pub async fn available(&mut self) {
         self.send("<presence/>").await;
         let me = self.jid.clone();
-        self.expect("own presence", |e| {
+        self.expect_next("own presence", |e| {
             e.name() == "presence" && e.attr("from") == Some(me.as_str())
         })
         .await;
+    }
+}
+
+/// Whether `e` is the result or error answering the IQ `id`.
+pub fn is_answer(id: &str) -> impl Fn(&Element) -> bool + '_ {
+    move |e| {
+        e.name() == "iq"
+            && e.attr("id") == Some(id)
+            && matches!(e.attr("type"), Some("result") | Some("error"))
     }
 }
 

@@ -127,20 +127,6 @@ pub fn s2s_addr(t: &TestServer) -> SocketAddr {
     t.running.as_ref().unwrap().s2s_addrs[0]
 }
 
-/// Waits until `cond` holds, checking every 50 ms; fails after 60 s. Conditions that depend on
-/// timers (idle timeouts, the CRL poll) are waited for, never assumed after a fixed sleep, so a
-/// loaded machine makes a test slower, not red.
-pub async fn eventually(what: &str, cond: impl Fn() -> bool) {
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
-    while !cond() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "not within 60 s: {what}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-}
-
 /// Two servers that know each other's address.
 pub async fn pair(ca: &Ca, b_cert: (PathBuf, PathBuf)) -> (TestServer, TestServer) {
     pair_with(ca, b_cert, |_| {}).await
@@ -248,7 +234,7 @@ pub async fn chat(alice: &mut Client, bob: &mut Client) {
         .send("<message to='bob@b.test' type='chat' id='m1'><body>hello bob</body></message>")
         .await;
     let m = bob
-        .expect("alice's message", |e| e.name() == "message")
+        .expect_next("alice's message", |e| e.name() == "message")
         .await;
     assert_eq!(m.attr("from"), Some("alice@a.test/phone"));
     assert_eq!(m.attr("type"), Some("chat"));
@@ -258,41 +244,57 @@ pub async fn chat(alice: &mut Client, bob: &mut Client) {
         "<message to='alice@a.test/phone' type='chat' id='r1'><body>hi alice</body></message>",
     )
     .await;
-    let r = alice.expect("bob's reply", |e| e.name() == "message").await;
+    let r = alice
+        .expect_next("bob's reply", |e| e.name() == "message")
+        .await;
     assert_eq!(r.attr("from"), Some("bob@b.test/desk"));
     assert_eq!(body(&r), "hi alice");
 }
 
 /// alice@a.test/phone (on `a`) subscribes to bob@b.test/desk, both online; bob approves. Alice
 /// sees bob's presence and its change to away, and a second resource of alice, logged in on `a`
-/// now, learns it by probe; bob, not subscribed to alice, learns nothing of hers.
-pub async fn subscription_and_presence(a: &TestServer, alice: &mut Client, bob: &mut Client) {
+/// now, learns it by probe; bob, not subscribed to alice, learns nothing of hers. `remote`:
+/// bob is on another server (then the probe goes there from alice's bare JID, and its answer,
+/// to the bare JID, reaches each of alice's resources: RFC 6121 §4.3.2, §8.5.2.1.2).
+pub async fn subscription_and_presence(
+    a: &TestServer,
+    alice: &mut Client,
+    bob: &mut Client,
+    remote: bool,
+) {
     alice
         .send("<presence type='subscribe' to='bob@b.test'/>")
         .await;
     let req = bob
-        .expect("the request", |e| {
+        .expect_next("the request", |e| {
             e.name() == "presence" && e.attr("type") == Some("subscribe")
         })
         .await;
     assert_eq!(req.attr("from"), Some("alice@a.test"));
     bob.send("<presence type='subscribed' to='alice@a.test'/>")
         .await;
+    alice
+        .expect_next("the approval", |e| {
+            e.name() == "presence"
+                && e.attr("type") == Some("subscribed")
+                && e.attr("from") == Some("bob@b.test")
+        })
+        .await;
     // Approval brings bob's current presence to alice.
     let p = alice
-        .expect("bob's presence", |e| {
+        .expect_next("bob's presence", |e| {
             e.name() == "presence" && e.attr("from") == Some("bob@b.test/desk")
         })
         .await;
     assert_eq!(p.attr("type"), None, "{}", p.to_xml(""));
     // Later changes are broadcast to the subscriber.
     bob.send("<presence><show>away</show></presence>").await;
-    bob.expect("own presence", |e| {
+    bob.expect_next("own presence", |e| {
         e.name() == "presence" && e.has_child("show", ns::CLIENT)
     })
     .await;
     let p = alice
-        .expect("bob away", |e| {
+        .expect_next("bob away", |e| {
             e.name() == "presence"
                 && e.attr("from") == Some("bob@b.test/desk")
                 && e.has_child("show", ns::CLIENT)
@@ -301,12 +303,28 @@ pub async fn subscription_and_presence(a: &TestServer, alice: &mut Client, bob: 
     assert_eq!(p.get_child("show", ns::CLIENT).unwrap().text(), "away");
     // A second resource of alice probes bob at login and learns his presence.
     let mut alice2 = a.login_at("a.test", "alice", "laptop").await;
-    alice2.send("<presence/>").await;
+    alice2.available().await;
+    alice
+        .expect_next("the laptop's presence", |e| {
+            e.name() == "presence" && e.attr("from") == Some("alice@a.test/laptop")
+        })
+        .await;
     alice2
-        .expect("bob's presence by probe", |e| {
+        .expect_next("bob's presence by probe", |e| {
             e.name() == "presence" && e.attr("from") == Some("bob@b.test/desk")
         })
         .await;
+    if remote {
+        alice
+            .expect_next("bob's presence again, answering the probe", |e| {
+                e.name() == "presence"
+                    && e.attr("from") == Some("bob@b.test/desk")
+                    && e.has_child("show", ns::CLIENT)
+            })
+            .await;
+    }
     // Bob, who has no subscription to alice, does not learn hers from a probe: nothing comes.
     bob.expect_silence(300).await;
+    alice.expect_silence(100).await;
+    alice2.expect_silence(100).await;
 }

@@ -27,7 +27,7 @@ pub async fn query(c: &mut Client, qid: &str, inner: &str) -> (Vec<(String, Elem
     let mut out = Vec::new();
     loop {
         let e = c
-            .expect("a result or the fin", |e| {
+            .expect_next("a result or the fin", |e| {
                 (e.name() == "message" && e.has_child("result", ns::MAM))
                     || (e.name() == "iq" && e.attr("id") == Some(qid))
             })

@@ -56,6 +56,35 @@ pub fn test_config(dir: &std::path::Path) -> Config {
     c
 }
 
+/// Waits until `cond` holds, checking every 20 ms; fails after 60 s. Conditions that depend on
+/// background work or timers (a session ending, idle timeouts, the CRL poll) are waited for,
+/// never assumed after a fixed sleep, so a loaded machine makes a test slower, not red.
+pub async fn eventually(what: &str, cond: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !cond() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not within 60 s: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// [`eventually`] for a condition that needs to await (a storage read).
+pub async fn eventually_async<F: std::future::Future<Output = bool>>(
+    what: &str,
+    cond: impl Fn() -> F,
+) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !cond().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not within 60 s: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 impl TestServer {
     pub async fn start() -> TestServer {
         Self::start_with(|_| {}).await

@@ -288,9 +288,23 @@ mod tests {
 
     #[test]
     fn the_form_lists_the_extended_fields() {
-        let f = form().to_xml(ns::CLIENT);
-        for var in ["with", "start", "end", "after-id", "before-id", "ids"] {
-            assert!(f.contains(&format!("var=\"{var}\"")) || f.contains(&format!("var='{var}'")));
+        let f = form();
+        let x = f.get_child("x", ns::DATA_FORMS).expect("a data form");
+        let vars: Vec<_> = x
+            .children()
+            .filter(|c| c.is("field", ns::DATA_FORMS))
+            .filter_map(|c| c.attr("var"))
+            .collect();
+        for var in [
+            "FORM_TYPE",
+            "with",
+            "start",
+            "end",
+            "after-id",
+            "before-id",
+            "ids",
+        ] {
+            assert!(vars.contains(&var), "{var} missing: {vars:?}");
         }
     }
 }

@@ -10,6 +10,7 @@
 mod account;
 mod archive;
 mod blocklist;
+pub(crate) mod durability;
 mod keys;
 mod offline;
 mod push;
