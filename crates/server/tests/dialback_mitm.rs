@@ -20,7 +20,7 @@ use std::sync::Arc;
 use aws_lc_rs::digest;
 use common::fed::{Ca, error_of, fed_server, federation, load_cert, online, s2s_addr};
 use common::{Client, TestServer, temp_dir};
-use dns::TestZone;
+use dns::{DnsServer, TestZone};
 use rcgen::{CertificateParams, ExtendedKeyUsagePurpose, KeyPair};
 use tokio::net::TcpListener;
 use zorg_proto::{Frame, ns};
@@ -122,17 +122,33 @@ async fn a_with_dialback(ca: &Ca, tweak: impl FnOnce(&mut Config)) -> TestServer
     a
 }
 
-/// Alice, online, sends a message to bob@b.test.
-async fn alice_sends(a: &TestServer) -> Client {
+/// A zone sending peers of b.test to port `port` on loopback (STARTTLS).
+fn zone_to(port: u16) -> TestZone {
+    let mut zone = TestZone::new();
+    zone.srv("_xmpp-server", "b.test", 10, port, "xmpp.b.test")
+        .addr("xmpp.b.test", LOCALHOST);
+    zone
+}
+
+/// a.test from `ca` with dialback and DANE on, asking the signed zone `dns`.
+async fn a_with_dane(ca: &Ca, dns: &DnsServer) -> TestServer {
+    a_with_dialback(ca, |c| {
+        c.federation.dns_servers = vec![dns.addr];
+        c.federation.dane = true;
+        c.federation.dnssec_trust_anchors = Some(dns.anchors.clone());
+    })
+    .await
+}
+
+/// Alice sends a message to bob@b.test; the man in the middle must receive nothing, and the
+/// message bounces. Gives the bounce's text.
+async fn no_stanza_reaches(a: &TestServer, mitm: tokio::task::JoinHandle<Vec<String>>) -> String {
     let mut alice = online(a, "a.test", "alice", "phone").await;
     alice
         .send("<message to='bob@b.test' type='chat' id='m1'><body>for bob only</body></message>")
         .await;
-    alice
-}
-
-/// The bounce of alice's message; gives its text.
-async fn bounce(alice: &mut Client) -> String {
+    let got = mitm.await.unwrap();
+    assert!(got.is_empty(), "the man in the middle received {got:?}");
     let e = alice
         .expect("a bounce", |e| e.attr("id") == Some("m1"))
         .await;
@@ -162,10 +178,7 @@ async fn a_man_in_the_middle_with_a_self_signed_certificate_gets_no_stanza() {
     federation(&a).set_host("b.test", listener.local_addr().unwrap());
     let mitm = tokio::spawn(man_in_the_middle(listener, self_signed_b()));
 
-    let mut alice = alice_sends(&a).await;
-    let got = mitm.await.unwrap();
-    assert!(got.is_empty(), "the man in the middle received {got:?}");
-    let text = bounce(&mut alice).await;
+    let text = no_stanza_reaches(&a, mitm).await;
     assert!(
         text.contains("certificate for b.test chains to an untrusted root")
             && text.contains("dialback cannot stand in for the certificate of b.test"),
@@ -181,20 +194,14 @@ async fn a_man_in_the_middle_found_through_dns_with_another_cas_certificate_gets
     let (ca, stranger) = (Ca::new("Auditor"), Ca::new("Stranger"));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
-    let mut zone = TestZone::new();
-    zone.srv("_xmpp-server", "b.test", 10, port, "xmpp.b.test")
-        .addr("xmpp.b.test", LOCALHOST);
-    let dns = zone.serve().await;
+    let dns = zone_to(port).serve().await;
     let a = a_with_dialback(&ca, |c| c.federation.dns_servers = vec![dns.addr]).await;
     let mitm = tokio::spawn(man_in_the_middle(
         listener,
         stranger.issue("b", &["b.test"]),
     ));
 
-    let mut alice = alice_sends(&a).await;
-    let got = mitm.await.unwrap();
-    assert!(got.is_empty(), "the man in the middle received {got:?}");
-    let text = bounce(&mut alice).await;
+    let text = no_stanza_reaches(&a, mitm).await;
     assert!(
         text.contains("chains to an untrusted root") && text.contains("dialback cannot stand in"),
         "{text}"
@@ -211,27 +218,17 @@ async fn a_dane_ta_record_does_not_vouch_for_a_chain_that_merely_contains_its_ca
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let pinned = digest::digest(&digest::SHA256, partner_ca.issuer.der());
-    let mut zone = TestZone::new();
-    zone.srv("_xmpp-server", "b.test", 10, port, "xmpp.b.test")
-        .addr("xmpp.b.test", LOCALHOST)
-        .tlsa("xmpp.b.test", port, (2, 0, 1), pinned.as_ref().to_vec());
+    let mut zone = zone_to(port);
+    zone.tlsa("xmpp.b.test", port, (2, 0, 1), pinned.as_ref().to_vec());
     let dns = zone.serve_signed().await;
-    let a = a_with_dialback(&ca, |c| {
-        c.federation.dns_servers = vec![dns.addr];
-        c.federation.dane = true;
-        c.federation.dnssec_trust_anchors = Some(dns.anchors.clone());
-    })
-    .await;
+    let a = a_with_dane(&ca, &dns).await;
     let forged = self_signed_b();
     let mut pem = std::fs::read_to_string(&forged.0).unwrap();
     pem.push_str(&partner_ca.issuer.pem());
     std::fs::write(&forged.0, pem).unwrap();
     let mitm = tokio::spawn(man_in_the_middle(listener, forged));
 
-    let mut alice = alice_sends(&a).await;
-    let got = mitm.await.unwrap();
-    assert!(got.is_empty(), "the man in the middle received {got:?}");
-    let text = bounce(&mut alice).await;
+    let text = no_stanza_reaches(&a, mitm).await;
     assert!(text.contains("matches none of the TLSA records"), "{text}");
     refusal_audited(&a, LinkRefusal::DaneMismatch).await;
     a.stop().await;
@@ -251,22 +248,11 @@ async fn a_partner_outside_the_federation_whose_dnssec_zone_pins_its_key_is_reac
     .await;
     b.add_user("bob@b.test", "pass").await;
     let port = s2s_addr(&b).port();
-    let mut zone = TestZone::new();
-    zone.srv("_xmpp-server", "b.test", 10, port, "xmpp.b.test")
-        .addr("xmpp.b.test", LOCALHOST)
-        .tlsa(
-            "xmpp.b.test",
-            port,
-            (3, 1, 1),
-            dane::spki_sha256(&b_der).unwrap(),
-        );
+    let mut zone = zone_to(port);
+    let spki = dane::spki_sha256(&b_der).unwrap();
+    zone.tlsa("xmpp.b.test", port, (3, 1, 1), spki);
     let dns = zone.serve_signed().await;
-    let a = a_with_dialback(&ca, |c| {
-        c.federation.dns_servers = vec![dns.addr];
-        c.federation.dane = true;
-        c.federation.dnssec_trust_anchors = Some(dns.anchors.clone());
-    })
-    .await;
+    let a = a_with_dane(&ca, &dns).await;
     federation(&b).set_host("a.test", s2s_addr(&a));
     let mut alice = online(&a, "a.test", "alice", "phone").await;
     let mut bob = online(&b, "b.test", "bob", "desk").await;
