@@ -277,7 +277,9 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     let window = l.login_failure_window.get();
     let federation = if config.federation.enabled {
         let f = &config.federation;
-        let trust = FederationTrust::load(&f.trust_anchors, &f.crls)?;
+        // The highest CRL numbers seen, so that an older CRL never brings a revoked peer back.
+        let seen = config.data_dir.join("federation-crls.json");
+        let trust = FederationTrust::load(&f.trust_anchors, &f.crls, &seen)?;
         let crls = trust.verifiers().crl_count;
         tracing::info!(
             anchors = f.trust_anchors.len(),

@@ -1,6 +1,7 @@
-//! XEP-0220 Server Dialback, opt-in with `[federation] dialback = true`: two Zorg servers whose
-//! certificates come from CAs the other does not trust chat by dialback; without it on the
-//! receiving side the message bounces; forged keys, `<db:verify/>` answers, allow/deny, the cap
+//! XEP-0220 Server Dialback, opt-in with `[federation] dialback = true`: a server whose
+//! certificate the receiving server does not trust gets in by dialback, but dialback never
+//! vouches for the receiving server (tests/dialback_mitm.rs plays that attack); without dialback
+//! on the receiving side the message bounces; forged keys, `<db:verify/>` answers, allow/deny, the cap
 //! on pending verifications, and what a server without dialback says to dialback elements.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -12,7 +13,7 @@ use std::sync::Arc;
 
 use base64::Engine;
 use common::fed::{
-    Ca, body, chat, error_of, fed_server, federation, load_cert, online, raw_tls_to_b, s2s_addr,
+    Ca, body, error_of, fed_server, federation, load_cert, online, raw_tls_to_b, s2s_addr,
 };
 use common::{Client, TestServer};
 use zorg_proto::{Element, Frame, ns};
@@ -121,15 +122,30 @@ async fn silent_peer() -> (SocketAddr, tokio::task::JoinHandle<()>) {
 }
 
 #[tokio::test]
-async fn servers_of_different_auditors_chat_by_dialback_both_ways() {
-    let (a, b) = strangers(true, |_| {}).await;
+async fn dialback_lets_in_a_server_the_receiver_does_not_trust_but_never_vouches_for_the_receiver()
+{
+    // a.test trusts both auditors, b.test only its own.
+    let (ca_a, ca_b) = (Ca::new("Auditor A"), Ca::new("Auditor B"));
+    let a = db_server("a.test", ca_a.issue("a", &["a.test"]), &ca_a, |c| {
+        c.federation.trust_anchors = vec![ca_a.root(), ca_b.root()];
+    })
+    .await;
+    let b = db_server("b.test", ca_b.issue("b", &["b.test"]), &ca_b, |_| {}).await;
+    federation(&a).set_host("b.test", s2s_addr(&b));
+    federation(&b).set_host("a.test", s2s_addr(&a));
+    a.add_user("alice@a.test", "pass").await;
+    b.add_user("bob@b.test", "pass").await;
     let mut alice = online(&a, "a.test", "alice", "phone").await;
     let mut bob = online(&b, "b.test", "bob", "desk").await;
-    // alice → bob: a.test's link to b.test is accepted by dialback, b.test verifying the key
-    // with a.test; bob → alice the same the other way.
-    chat(&mut alice, &mut bob).await;
+    // alice → bob: a.test checks b.test's certificate (fine); b.test does not trust a.test's
+    // and offers dialback, verifying the key with a.test.
+    alice
+        .send("<message to='bob@b.test' type='chat' id='m1'><body>hello bob</body></message>")
+        .await;
+    let m = bob.expect_next("m1", |e| e.attr("id") == Some("m1")).await;
+    assert_eq!(m.attr("from"), Some("alice@a.test/phone"));
+    assert_eq!(body(&m), "hello bob");
     assert_eq!(federation(&a).link_count(), 1);
-    assert_eq!(federation(&b).link_count(), 1);
     // The link carries more than one stanza.
     alice
         .send("<message to='bob@b.test' type='chat' id='m2'><body>again</body></message>")
@@ -138,6 +154,19 @@ async fn servers_of_different_auditors_chat_by_dialback_both_ways() {
     assert_eq!(m.attr("from"), Some("alice@a.test/phone"));
     assert_eq!(m.attr("to"), Some("bob@b.test"));
     assert_eq!(body(&m), "again");
+    // bob → alice: b.test cannot authenticate a.test as a receiving server (dialback proves
+    // only b.test to a.test), so it sends nothing.
+    bob.send("<message to='alice@a.test/phone' type='chat' id='r1'><body>hi</body></message>")
+        .await;
+    let e = bob.expect_next("a bounce", |e| e.attr("id") == Some("r1")).await;
+    let (cond, text) = error_of(&e);
+    assert_eq!(cond, "remote-server-not-found");
+    assert!(
+        text.contains("chains to an untrusted root") && text.contains("dialback cannot stand in"),
+        "{text}"
+    );
+    alice.expect_silence(300).await;
+    assert_eq!(federation(&b).link_count(), 0);
     a.stop().await;
     b.stop().await;
 }
@@ -212,10 +241,12 @@ async fn a_forged_key_is_invalid_and_ends_the_link() {
 
 #[tokio::test]
 async fn db_verify_is_valid_for_keys_this_server_made_and_invalid_otherwise() {
-    let (_, stranger, b) = b_and_a_stranger(|_| {}).await;
+    let (ca, stranger, b) = b_and_a_stranger(|_| {}).await;
     b.add_user("bob@b.test", "pass").await;
     let mut bob = online(&b, "b.test", "bob", "desk").await;
-    // c.test is played here as a receiving server with a certificate b.test does not trust.
+    // c.test is played here as a receiving server with a certificate b.test trusts (a receiving
+    // server must be authenticated by its certificate: dialback never does that), which does
+    // not accept b.test's certificate and offers dialback only.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     federation(&b).set_host("c.test", listener.local_addr().unwrap());
     bob.send("<message to='carol@c.test' id='b1'><body>hi carol</body></message>")
@@ -228,7 +259,7 @@ async fn db_verify_is_valid_for_keys_this_server_made_and_invalid_otherwise() {
     assert!(c.next().await.is("starttls", ns::TLS));
     c.send("<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
         .await;
-    let (chain, key) = load_cert(stranger.issue("c", &["c.test"]));
+    let (chain, key) = load_cert(ca.issue("c", &["c.test"]));
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let cfg = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()

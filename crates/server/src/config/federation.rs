@@ -48,12 +48,17 @@ pub struct FederationConfig {
     /// of them. Required when `enabled`. Relative paths are relative to the config file.
     pub trust_anchors: Vec<PathBuf>,
     /// PEM or DER certificate revocation lists from the auditor; re-read while running when a
-    /// file changes. Relative paths are relative to the config file. Default: none.
+    /// file changes. Each must be signed by a trust anchor and carry a CRL number; one numbered
+    /// lower than a CRL already seen from its issuer is refused (the highest numbers seen are
+    /// kept in `data_dir/federation-crls.json`). Relative paths are relative to the config file.
+    /// Default: none.
     pub crls: Vec<PathBuf>,
-    /// Accept and offer XEP-0220 dialback, both ways, for peers whose certificate is refused for
-    /// a reason other than allow/deny, revocation or DANE, or that do not accept ours (see
+    /// Accept XEP-0220 dialback from peers whose certificate is refused for a reason other than
+    /// allow/deny, revocation or DANE, and use it towards peers that do not accept ours (see
     /// `stream::s2s::dialback`). Dialback proves only DNS control, not the auditor's approval:
-    /// every link it lets in is logged at warn level. Default: false.
+    /// every link it lets in is logged at warn level. It never authenticates a server this
+    /// server sends to: that one needs the auditor's certificate or, with `dane = true`, a
+    /// DANE-EE/DANE-TA record under DNSSEC. Default: false.
     pub dialback: bool,
     /// Require TLSA records (DANE, validated under DNSSEC) to match a peer's certificate where
     /// its domain publishes them, on top of the auditor chain. Default: false.

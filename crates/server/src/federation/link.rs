@@ -14,7 +14,7 @@ use crate::audit::Event;
 use crate::audit::event::{CertRef, Direction, LinkAuth, LinkRefusal};
 use crate::server::Server;
 use crate::stream::io::XmlStream;
-use crate::stream::s2s::outbound::{self, Failure, Route, Tls};
+use crate::stream::s2s::outbound::{self, Authenticated, Failure, Route, Tls};
 use crate::tls::dane::Tlsa;
 use crate::tls::trust::PeerRole;
 
@@ -54,7 +54,7 @@ impl Link {
     /// Runs the link until it ends, then settles the queue.
     pub(super) async fn run(self, mut rx: mpsc::Receiver<Box<Element>>) {
         let end = match self.establish().await {
-            Ok(s) => self.carry(Box::new(s), &mut rx).await,
+            Ok((s, auth)) => self.carry(Box::new(s), auth, &mut rx).await,
             Err(end) => end,
         };
         // Leave the map first, so that new stanzas start a new link, then refuse new ones and
@@ -82,7 +82,7 @@ impl Link {
         tracing::info!(%local, %remote, settled = left, "outbound s2s link closed");
     }
 
-    async fn establish(&self) -> Result<XmlStream<Tls>, End> {
+    async fn establish(&self) -> Result<(XmlStream<Tls>, Authenticated), End> {
         let (local, remote) = (&self.key.0, &self.key.1);
         let timeout = self.server.config.federation.connect_timeout.get();
         let mut shutdown = self.server.shutdown.clone();
@@ -91,30 +91,23 @@ impl Link {
             _ = shutdown.changed() => return Err(End::Shutdown),
         };
         match r {
-            Ok(Ok((s, route))) => {
+            Ok(Ok(((s, auth), route))) => {
                 let chain = s
                     .get_ref()
                     .get_ref()
                     .1
                     .peer_certificates()
                     .unwrap_or_default();
-                let by_cert = self
-                    .fed
-                    .check(
-                        PeerRole::Outbound,
-                        chain,
-                        remote,
-                        rustls_pki_types::UnixTime::now(),
-                    )
-                    .is_ok();
                 let ev = Event::S2sAccepted {
                     peer: remote.clone(),
                     local: local.clone(),
                     direction: Direction::Outbound,
-                    method: if by_cert {
-                        LinkAuth::Certificate
-                    } else {
+                    // Certificates both ways, or not: a DANE-vouched peer is let in by the
+                    // dialback setting as much as a peer that took us by dialback.
+                    method: if auth.peer_by_dane || auth.by_dialback {
                         LinkAuth::Dialback
+                    } else {
+                        LinkAuth::Certificate
                     },
                     ip: Some(route.0.ip()),
                     certificate: CertRef::of(chain),
@@ -124,7 +117,7 @@ impl Link {
                     return Err(End::Bounce(StanzaCondition::InternalServerError, text));
                 }
                 tracing::info!(%local, %remote, addr = %route.0, direct_tls = route.1, "outbound s2s link accepted");
-                Ok(s)
+                Ok((s, auth))
             }
             Ok(Err(f)) => {
                 let reason = f.reason();
@@ -165,13 +158,18 @@ impl Link {
 
     /// Finds the peer and tries its targets in order until a link comes up (see
     /// [`Federation::reach`]). Gives back the stream and where it went (address, direct TLS).
-    async fn reach(&self) -> Result<(XmlStream<Tls>, (SocketAddr, bool)), Failure> {
+    async fn reach(
+        &self,
+    ) -> Result<((XmlStream<Tls>, Authenticated), (SocketAddr, bool)), Failure> {
         self.fed
             .reach(&self.key.1, |route| self.attempt(route))
             .await
     }
 
-    async fn attempt(&self, route: Route) -> Result<(XmlStream<Tls>, (SocketAddr, bool)), Failure> {
+    async fn attempt(
+        &self,
+        route: Route,
+    ) -> Result<((XmlStream<Tls>, Authenticated), (SocketAddr, bool)), Failure> {
         let (local, remote) = (&self.key.0, &self.key.1);
         let r = outbound::connect(&self.server, &self.fed, local, remote, &route).await;
         if let Err(f) = &r {
@@ -184,6 +182,7 @@ impl Link {
     async fn carry(
         &self,
         mut s: Box<XmlStream<Tls>>,
+        auth: Authenticated,
         rx: &mut mpsc::Receiver<Box<Element>>,
     ) -> End {
         let idle = self.server.config.federation.idle_timeout.get();
@@ -234,9 +233,10 @@ impl Link {
                 _ = trust.changed() => {
                     let chain = s.get_ref().get_ref().1.peer_certificates().unwrap_or_default();
                     let refused = self.fed.recheck(PeerRole::Outbound, chain, &self.key.1).err();
-                    if let Some(r) = refused.as_ref().filter(|r| self.kept_by_dialback(r)) {
+                    if let Some(r) = refused.as_ref().filter(|r| self.kept_by_dane(auth, r)) {
                         tracing::warn!(local = %self.key.0, remote = %self.key.1, reason = r.reason,
-                            "outbound s2s link kept open by dialback: {}", r.sentence);
+                            "outbound s2s link kept open: its DANE record vouches for the peer \
+                             (dialback = true): {}", r.sentence);
                     } else if let Some(r) = refused {
                         tracing::warn!(local = %self.key.0, remote = %self.key.1, reason = r.reason, "outbound s2s link closed: {}", r.sentence);
                         let e = StreamError::new(StreamCondition::PolicyViolation)
@@ -256,10 +256,12 @@ impl Link {
 }
 
 impl Link {
-    /// With dialback on, a refusal dialback may override does not end an open link: a new one
-    /// would be accepted by dialback all the same.
-    fn kept_by_dialback(&self, r: &super::Refused) -> bool {
-        self.fed.dialback_overrides(r.reason)
+    /// Whether a link whose peer now fails the certificate check stays open: only one whose
+    /// peer DANE vouched for (a new link would be let in the same way), and only for a refusal
+    /// dialback may override. A peer the auditor's certificate vouched for is closed: dialback
+    /// never authenticates the receiving server.
+    fn kept_by_dane(&self, auth: Authenticated, r: &super::Refused) -> bool {
+        auth.peer_by_dane && self.fed.dialback_overrides(r.reason)
     }
 }
 

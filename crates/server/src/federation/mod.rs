@@ -232,8 +232,8 @@ pub async fn route_any(server: &Arc<Server>, el: Element) {
 }
 
 /// Polls the CRL files every few seconds and logs what changed (RFC 5280 CRLs from the auditor;
-/// see [`FederationTrust::reload_crls`]); after a change, and every hour, open links check their
-/// peers again. Ends at shutdown.
+/// see [`Federation::reload_crls_now`]); every hour open links check their peers again and CRLs
+/// past their next update are logged. Ends at shutdown.
 pub async fn reload_crls(fed: Arc<Federation>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
     const EVERY: std::time::Duration = std::time::Duration::from_secs(5);
     const RECHECK_EVERY: u32 = 720; // polls: one hour
@@ -244,24 +244,36 @@ pub async fn reload_crls(fed: Arc<Federation>, mut shutdown: tokio::sync::watch:
             _ = shutdown.changed() => return,
         }
         polls += 1;
-        match fed.trust.reload_crls() {
-            Ok(crate::tls::trust::Reload::Unchanged) => {
-                if polls >= RECHECK_EVERY {
-                    polls = 0;
-                    fed.trust_changed();
-                }
-            }
-            Ok(crate::tls::trust::Reload::Reloaded { crls }) => {
+        if let Ok(crate::tls::trust::Reload::Reloaded { .. }) = fed.reload_crls_now() {
+            polls = 0;
+        } else if polls >= RECHECK_EVERY {
+            polls = 0;
+            fed.trust.warn_stale_crls();
+            fed.trust_changed();
+        }
+    }
+}
+
+impl Federation {
+    /// Re-reads the CRL files now if any changed (what the poll does every 5 seconds; also for
+    /// tests and operators' tools that must not wait), logs the outcome and, after a reload,
+    /// has open links check their peers again. Waits for a reload already under way.
+    pub fn reload_crls_now(&self) -> Result<crate::tls::trust::Reload, crate::tls::TlsError> {
+        let r = self.trust.reload_crls();
+        match &r {
+            Ok(crate::tls::trust::Reload::Unchanged) => {}
+            Ok(crate::tls::trust::Reload::Reloaded { crls, rollbacks }) => {
                 tracing::info!(
                     crls,
+                    rollbacks,
                     "federation CRLs reloaded; open links are checked again"
                 );
-                polls = 0;
-                fed.trust_changed();
+                self.trust_changed();
             }
             Err(e) => {
                 tracing::warn!(error = %e, "federation CRLs not reloaded; the previous ones stay in use")
             }
         }
+        r
     }
 }

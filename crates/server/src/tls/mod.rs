@@ -3,6 +3,9 @@
 //! and the channel-binding data SASL needs. [`trust`] holds the federation's trust: the auditor's
 //! anchors, its revocation lists and the checks a peer server's certificate must pass.
 
+mod crl;
+#[cfg(test)]
+mod crl_tests;
 pub mod dane;
 mod peer_name;
 mod refusal;

@@ -30,6 +30,18 @@ pub enum Refusal {
         /// The domain the peer claims.
         domain: String,
     },
+    /// The only CRL on disk from the certificate's issuer is older than one this server has
+    /// already seen (see `tls::crl`): its revocation status is unknown, so it is refused.
+    CrlRolledBack {
+        /// The domain the peer claims.
+        domain: String,
+        /// The CRL's issuer.
+        issuer: String,
+        /// The number of the CRL in the file.
+        number: String,
+        /// The highest number seen before.
+        seen: String,
+    },
     /// A certificate in the chain is past its notAfter.
     Expired {
         /// The domain the peer claims.
@@ -75,7 +87,9 @@ impl Refusal {
             Refusal::NoCertificate => "no-certificate",
             Refusal::UntrustedRoot { .. } => "untrusted-root",
             Refusal::Revoked { .. } => "revoked",
-            Refusal::UnknownRevocationStatus { .. } => "unknown-revocation-status",
+            Refusal::UnknownRevocationStatus { .. } | Refusal::CrlRolledBack { .. } => {
+                "unknown-revocation-status"
+            }
             Refusal::Expired { .. } => "expired",
             Refusal::NotYetValid { .. } => "not-yet-valid",
             Refusal::WrongPurpose { .. } => "wrong-purpose",
@@ -157,6 +171,19 @@ impl fmt::Display for Refusal {
                 f,
                 "certificate for {domain} has unknown revocation status: no loaded CRL is from \
                  its issuer (add the issuer's CRL to [federation] crls)"
+            ),
+            // No file name: the sentence also reaches users in bounces; the log line of the
+            // refused CRL names it.
+            Refusal::CrlRolledBack {
+                domain,
+                issuer,
+                number,
+                seen,
+            } => write!(
+                f,
+                "certificate for {domain} has unknown revocation status: the CRL of its issuer \
+                 {issuer} here is number {number}, older than number {seen} already seen, so it \
+                 is not used (copy the auditor's latest CRL to the file in [federation] crls)"
             ),
             Refusal::Expired { domain, on } => {
                 write!(f, "certificate for {domain} expired on {on}")

@@ -14,19 +14,19 @@ use time::{Duration, OffsetDateTime};
 use super::trust::{FederationTrust, PeerRole, Refusal, Reload};
 
 /// A scratch directory, empty, unique to the test.
-fn scratch(tag: &str) -> PathBuf {
+pub(super) fn scratch(tag: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("zorg-trust-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
 }
 
-struct Ca {
-    issuer: CertifiedIssuer<'static, KeyPair>,
+pub(super) struct Ca {
+    pub(super) issuer: CertifiedIssuer<'static, KeyPair>,
 }
 
 impl Ca {
-    fn new(name: &str) -> Ca {
+    pub(super) fn new(name: &str) -> Ca {
         let mut params = CertificateParams::new(Vec::new()).unwrap();
         params.distinguished_name.push(DnType::CommonName, name);
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -42,18 +42,18 @@ impl Ca {
     }
 
     /// Writes the root certificate as PEM into `dir`.
-    fn write_root(&self, dir: &std::path::Path, name: &str) -> PathBuf {
+    pub(super) fn write_root(&self, dir: &std::path::Path, name: &str) -> PathBuf {
         let path = dir.join(name);
         std::fs::write(&path, self.issuer.pem()).unwrap();
         path
     }
 
     /// A server certificate with `sans`, both s2s purposes, serial `serial`.
-    fn issue(&self, serial: u64, sans: Vec<SanType>) -> CertificateDer<'static> {
+    pub(super) fn issue(&self, serial: u64, sans: Vec<SanType>) -> CertificateDer<'static> {
         self.issue_with(serial, sans, |_| {})
     }
 
-    fn issue_with(
+    pub(super) fn issue_with(
         &self,
         serial: u64,
         sans: Vec<SanType>,
@@ -71,13 +71,24 @@ impl Ca {
         params.signed_by(&key, &self.issuer).unwrap().der().clone()
     }
 
-    /// A CRL revoking `serials`, next update in a week.
+    /// A CRL revoking `serials`, number 1, next update in a week.
     fn crl(&self, serials: &[u64]) -> rcgen::CertificateRevocationList {
+        self.crl_numbered(1, serials, Duration::days(7))
+    }
+
+    /// A CRL with this number revoking `serials`, next update `next` from now.
+    pub(super) fn crl_numbered(
+        &self,
+        number: u64,
+        serials: &[u64],
+        next: Duration,
+    ) -> rcgen::CertificateRevocationList {
         let now = OffsetDateTime::now_utc();
         let params = CertificateRevocationListParams {
-            this_update: now - Duration::minutes(1),
-            next_update: now + Duration::days(7),
-            crl_number: SerialNumber::from(1u64),
+            // Before the next update, also for one already past.
+            this_update: now + next.min(Duration::ZERO) - Duration::minutes(2),
+            next_update: now + next,
+            crl_number: SerialNumber::from(number),
             issuing_distribution_point: None,
             revoked_certs: serials
                 .iter()
@@ -94,7 +105,7 @@ impl Ca {
     }
 }
 
-fn dns(name: &str) -> SanType {
+pub(super) fn dns(name: &str) -> SanType {
     SanType::DnsName(name.try_into().unwrap())
 }
 
@@ -103,13 +114,13 @@ fn xmpp_addr(name: &str) -> SanType {
     SanType::OtherName((oid, OtherNameValue::Utf8String(name.to_owned())))
 }
 
-/// Trust in `ca` alone, with the given CRL files.
-fn trust(dir: &std::path::Path, ca: &Ca, crls: &[PathBuf]) -> FederationTrust {
+/// Trust in `ca` alone, with the given CRL files; the CRL numbers seen go to `dir/seen.json`.
+pub(super) fn trust(dir: &std::path::Path, ca: &Ca, crls: &[PathBuf]) -> FederationTrust {
     let root = ca.write_root(dir, "root.crt");
-    FederationTrust::load(&[root], crls).unwrap()
+    FederationTrust::load(&[root], crls, &dir.join("seen.json")).unwrap()
 }
 
-fn check(
+pub(super) fn check(
     t: &FederationTrust,
     role: PeerRole,
     leaf: &CertificateDer<'_>,
@@ -118,7 +129,7 @@ fn check(
     t.check_peer(role, std::slice::from_ref(leaf), domain, UnixTime::now())
 }
 
-const BOTH: [PeerRole; 2] = [PeerRole::Inbound, PeerRole::Outbound];
+pub(super) const BOTH: [PeerRole; 2] = [PeerRole::Inbound, PeerRole::Outbound];
 
 /// A scratch directory, an auditor CA and trust in it without CRLs.
 fn setup(tag: &str) -> (PathBuf, Ca, FederationTrust) {
@@ -192,7 +203,13 @@ fn revoked_certificates_are_refused_and_a_new_crl_is_picked_up() {
     // The auditor revokes serial 8 too; the new CRL arrives as DER this time.
     let running_link = t.verifiers();
     std::fs::write(&crl_pem, ca.crl(&[7, 8]).der().as_ref()).unwrap();
-    assert_eq!(t.reload_crls().unwrap(), Reload::Reloaded { crls: 1 });
+    assert_eq!(
+        t.reload_crls().unwrap(),
+        Reload::Reloaded {
+            crls: 1,
+            rollbacks: 0
+        }
+    );
     assert_eq!(t.reload_crls().unwrap(), Reload::Unchanged);
     let refusal = check(&t, PeerRole::Inbound, &later, "y.example").unwrap_err();
     assert_eq!(refusal.reason(), "revoked");
@@ -228,7 +245,7 @@ fn with_crls_configured_an_issuer_without_one_is_refused() {
         ours.write_root(&dir, "a.crt"),
         other.write_root(&dir, "b.crt"),
     ];
-    let t = FederationTrust::load(&roots, &[crl]).unwrap();
+    let t = FederationTrust::load(&roots, &[crl], &dir.join("seen.json")).unwrap();
     let leaf = other.issue(1, vec![dns("x.example")]);
     let refusal = check(&t, PeerRole::Inbound, &leaf, "x.example").unwrap_err();
     assert_eq!(refusal.reason(), "unknown-revocation-status");
@@ -349,13 +366,14 @@ fn the_purpose_must_fit_the_direction() {
 fn load_errors_name_the_file() {
     let dir = scratch("load");
     let missing = dir.join("nope.crt");
-    let err = FederationTrust::load(std::slice::from_ref(&missing), &[]).unwrap_err();
+    let seen = dir.join("seen.json");
+    let err = FederationTrust::load(std::slice::from_ref(&missing), &[], &seen).unwrap_err();
     assert!(err.to_string().contains("nope.crt"), "{err}");
-    let err = FederationTrust::load(&[], &[]).unwrap_err();
+    let err = FederationTrust::load(&[], &[], &seen).unwrap_err();
     assert!(err.to_string().contains("trust_anchors"), "{err}");
     let root = Ca::new("Auditor").write_root(&dir, "root.crt");
     let bad_crl = dir.join("bad.crl");
     std::fs::write(&bad_crl, b"\x30\x03garbage").unwrap();
-    let err = FederationTrust::load(&[root], &[bad_crl]).unwrap_err();
+    let err = FederationTrust::load(&[root], &[bad_crl], &seen).unwrap_err();
     assert!(err.to_string().contains("bad.crl"), "{err}");
 }

@@ -2,6 +2,12 @@
 //! the client certificate, check the peer's certificate for the domain we wanted, authenticate
 //! with SASL EXTERNAL (XEP-0178) and restart the stream. The link manager in
 //! [`crate::federation`] then writes stanzas to it.
+//!
+//! The receiving server is always authenticated before a stanza is written to it: by the
+//! auditor's chain, or (only with `[federation] dialback = true`) by a DANE-TA or DANE-EE record
+//! proved by DNSSEC. Dialback never does it: XEP-0220 lets the *receiving* server check the
+//! *originating* one, and a server that answers `type='valid'` has proved nothing about itself
+//! (a man in the middle answers that just as well).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -60,6 +66,16 @@ impl std::fmt::Display for Failure {
     }
 }
 
+/// How an outbound link was authenticated, each way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Authenticated {
+    /// The peer's certificate is not vouched for by the auditor, but a DANE-TA or DANE-EE record
+    /// under DNSSEC vouches for it (only with `dialback = true`).
+    pub peer_by_dane: bool,
+    /// The peer accepted this server by dialback, not by SASL EXTERNAL.
+    pub by_dialback: bool,
+}
+
 /// Where and how to connect: one address of one discovered target.
 #[derive(Debug, Clone)]
 pub struct Route {
@@ -75,16 +91,17 @@ pub struct Route {
 /// where stanzas may be written. The caller bounds it with `[federation] connect_timeout`.
 ///
 /// The peer's certificate must pass the federation's check and the peer must accept ours
-/// (SASL EXTERNAL). With `[federation] dialback = true`, a peer that offers dialback may
-/// instead accept this server by XEP-0220 where either fails for a reason dialback may
-/// override ([`dialback::overridable`]); such links are logged at warn level.
+/// (SASL EXTERNAL). With `[federation] dialback = true`, a peer that does not accept our
+/// certificate and offers dialback may accept this server by XEP-0220 instead, and a peer whose
+/// certificate is refused for a reason dialback may override ([`dialback::overridable`]) is
+/// accepted if DANE-TA or DANE-EE vouches for it; such links are logged at warn level.
 pub async fn connect(
     server: &Arc<Server>,
     fed: &Federation,
     local: &str,
     remote: &str,
     route: &Route,
-) -> Result<XmlStream<Tls>, Failure> {
+) -> Result<(XmlStream<Tls>, Authenticated), Failure> {
     let dialback = server.config.federation.dialback;
     let addr = route.addr;
     let gone = |what: &str| Failure::Unreachable(format!("{remote} ({addr}) {what}"));
@@ -101,7 +118,19 @@ pub async fn connect(
     {
         return Err(f);
     }
-    dane(route, &chain, remote)?;
+    let by_dane = dane(route, &chain, remote)?;
+    if let Some(f) = &refused {
+        if !by_dane {
+            return Err(unauthenticated(f, remote));
+        }
+        tracing::warn!(%local, %remote, %addr, reason = f.reason(),
+            "outbound s2s link to a server the auditor does not vouch for, authenticated by its \
+             DANE record under DNSSEC (dialback = true allows it): {f}");
+    }
+    let auth = |by_dialback| Authenticated {
+        peer_by_dane: refused.is_some(),
+        by_dialback,
+    };
     let mut s = XmlStream::new(tls, server.limits, server.config.limits.read_rate);
     let (peers, features) = open(&mut s, local, remote, dialback)
         .await
@@ -109,13 +138,13 @@ pub async fn connect(
     let external = features
         .get_child("mechanisms", ns::SASL)
         .is_some_and(|m| m.children().any(|c| c.text().trim() == "EXTERNAL"));
-    if refused.is_some() || !external {
-        let why = refused.unwrap_or_else(|| Failure::Refused {
+    if !external {
+        let why = Failure::Refused {
             sentence: format!(
                 "{remote} does not offer SASL EXTERNAL: it did not accept the certificate of {local}"
             ),
             reason: "peer-refused",
-        });
+        };
         if !(dialback && dialback::offered(&features)) {
             return Err(why);
         }
@@ -129,12 +158,12 @@ pub async fn connect(
         .await?;
         tracing::warn!(%local, %remote, %addr, reason = why.reason(),
             "outbound s2s link accepted by dialback, not by the auditor's certificates: {why}");
-        return Ok(s);
+        return Ok((s, auth(true)));
     }
-    let auth = Element::new("auth", ns::SASL)
+    let auth_el = Element::new("auth", ns::SASL)
         .with_attr("mechanism", "EXTERNAL")
         .with_text(encode_authzid(local));
-    s.queue(&auth);
+    s.queue(&auth_el);
     s.flush().await.map_err(|_| gone("closed the connection"))?;
     match next_element(&mut s).await {
         Some(el) if el.is("success", ns::SASL) => {}
@@ -149,7 +178,22 @@ pub async fn connect(
     open(&mut s, local, remote, dialback)
         .await
         .map_err(|e| e.failure(remote, "closed the stream after SASL", gone))?;
-    Ok(s)
+    Ok((s, auth(false)))
+}
+
+/// The refusal of a receiving server whose certificate was `refused` and that nothing else
+/// vouches for, although dialback is on: it keeps the certificate's reason, and says why
+/// dialback does not help and what does.
+fn unauthenticated(refused: &Failure, remote: &str) -> Failure {
+    Failure::Refused {
+        sentence: format!(
+            "{refused}; dialback cannot stand in for the certificate of {remote}: it proves this \
+             server to {remote}, never {remote} to this server, so stanzas could reach whoever \
+             answers at its address. {remote} needs a certificate from the auditor, or TLSA \
+             records (DANE-EE or DANE-TA) under DNSSEC with dane = true here"
+        ),
+        reason: refused.reason(),
+    }
 }
 
 /// TCP, STARTTLS unless `route` is direct TLS, and the TLS handshake with this domain's
@@ -209,26 +253,30 @@ pub(super) async fn secure(
 }
 
 /// The DANE check: the peer's chain must match one of the TLSA records DNSSEC proved for
-/// `route`, if there are any.
+/// `route`, if there are any. `Ok(true)` when a DANE-TA or DANE-EE record vouches for the peer by
+/// DNSSEC alone (see [`dane::Verdict::Authenticated`]).
 pub(super) fn dane(
     route: &Route,
     chain: &[CertificateDer<'static>],
     remote: &str,
-) -> Result<(), Failure> {
-    if let Some(records) = route.tlsa.as_deref()
-        && dane::check(records, chain) == dane::Verdict::Mismatch
-    {
-        return Err(Failure::Refused {
+) -> Result<bool, Failure> {
+    let Some(records) = route.tlsa.as_deref() else {
+        return Ok(false);
+    };
+    match dane::check(records, chain, remote, UnixTime::now()) {
+        dane::Verdict::Authenticated => Ok(true),
+        dane::Verdict::Match | dane::Verdict::NoUsableRecords => Ok(false),
+        dane::Verdict::Mismatch => Err(Failure::Refused {
             sentence: format!(
                 "the certificate of {remote} at {} matches none of the TLSA records its \
                  DNS publishes (DANE): either the server's certificate or the TLSA records \
-                 are out of date; its operator must publish records for the current certificate",
+                 are out of date; its operator must publish records for the current certificate \
+                 (a DANE-TA record must name a CA that issued it, sent in its chain)",
                 route.addr
             ),
             reason: "dane-mismatch",
-        });
+        }),
     }
-    Ok(())
 }
 
 /// Opens a stream in the clear and upgrades it with STARTTLS (RFC 6120 §5); gives back the

@@ -336,6 +336,7 @@ async fn ask(
 ) -> Result<Answer, Failure> {
     let (target, sender, id) = (q.target, q.sender, q.id);
     let (tls, chain) = outbound::secure(server, fed, target, sender, &route).await?;
+    // DANE pins the authoritative server where its zone says so; nothing else is asked of it.
     outbound::dane(&route, &chain, sender)?;
     let gone = || Failure::Unreachable(format!("{sender} ({}) broke off dialback", route.addr));
     let mut s = XmlStream::new(tls, server.limits, server.config.limits.read_rate);

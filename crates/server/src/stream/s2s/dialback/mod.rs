@@ -8,7 +8,10 @@
 //!
 //! The three roles, all here:
 //! - **initiating** ([`authenticate`]): an outbound link sends `<db:result>` with a key and
-//!   waits for `type='valid'`;
+//!   waits for `type='valid'`. That answer proves nothing about the server that gives it (a man
+//!   in the middle says `valid` as readily), so the receiving server must already have been
+//!   authenticated by its certificate or by DANE (see [`super::outbound::connect`]); dialback
+//!   only stands in for *our* certificate where the peer does not accept it;
 //! - **receiving** ([`Inbound`]): an inbound link checks a `<db:result>` by asking the sender's
 //!   authoritative server (found like outbound links find peers) with `<db:verify>` on a
 //!   connection of its own, and authorises the domain pair when the answer is valid;
