@@ -49,7 +49,9 @@ async fn bounce_text(a: &TestServer, id: &str) -> String {
             "<message to='bob@b.test' type='chat' id='{id}'><body>for bob</body></message>"
         ))
         .await;
-    let e = alice.expect_next("a bounce", |e| e.attr("id") == Some(id)).await;
+    let e = alice
+        .expect_next("a bounce", |e| e.attr("id") == Some(id))
+        .await;
     assert_eq!(e.attr("type"), Some("error"), "{}", e.to_xml(""));
     let (cond, text) = error_of(&e);
     assert_eq!(cond, "remote-server-not-found", "{}", e.to_xml(""));

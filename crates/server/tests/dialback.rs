@@ -158,7 +158,9 @@ async fn dialback_lets_in_a_server_the_receiver_does_not_trust_but_never_vouches
     // only b.test to a.test), so it sends nothing.
     bob.send("<message to='alice@a.test/phone' type='chat' id='r1'><body>hi</body></message>")
         .await;
-    let e = bob.expect_next("a bounce", |e| e.attr("id") == Some("r1")).await;
+    let e = bob
+        .expect_next("a bounce", |e| e.attr("id") == Some("r1"))
+        .await;
     let (cond, text) = error_of(&e);
     assert_eq!(cond, "remote-server-not-found");
     assert!(

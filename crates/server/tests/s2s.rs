@@ -278,13 +278,6 @@ async fn bad_sasl_external_requests_are_refused() {
             "<auth {sasl} mechanism='EXTERNAL'>{}</auth>",
             b64(&[0xff, 0xfe])
         ),
-        // A mechanism that is not offered.
-        format!(
-            "<auth {sasl} mechanism='PLAIN'>{}</auth>",
-            b64(b"\0c.test\0x")
-        ),
-        // Not an <auth/> at all.
-        "<iq type='get' id='x' from='c.test' to='b.test'/>".to_owned(),
     ];
     for req in bad {
         let mut c = raw_connect(&ca, &b).await;
@@ -297,6 +290,25 @@ async fn bad_sasl_external_requests_are_refused() {
         );
         c.expect_stream_error("not-authorized").await;
     }
+    // A mechanism that is not offered is one the peer may not use.
+    let mut c = raw_connect(&ca, &b).await;
+    c.send(&format!(
+        "<auth {sasl} mechanism='PLAIN'>{}</auth>",
+        b64(b"\0c.test\0x")
+    ))
+    .await;
+    let f = c.next().await;
+    assert!(
+        f.has_child("invalid-mechanism", ns::SASL),
+        "{}",
+        f.to_xml("")
+    );
+    c.expect_stream_error("not-authorized").await;
+    // Not an <auth/> at all: the stream error alone, no SASL <failure/> (RFC 6120 §4.9.3.12).
+    let mut c = raw_connect(&ca, &b).await;
+    c.send("<iq type='get' id='x' from='c.test' to='b.test'/>")
+        .await;
+    c.expect_stream_error("not-authorized").await;
     // The listener is unharmed: a correct request still succeeds.
     raw_peer(&ca, &b).await;
     a.stop().await;

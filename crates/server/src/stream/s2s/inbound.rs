@@ -152,9 +152,17 @@ async fn negotiate(
     .flatten();
     // XEP-0178 §3: the authorization identity is empty or the domain of the stream's `from`.
     if !authzid.is_some_and(|a| a.is_empty() || a == peers.from) {
-        s.queue_raw(
-            b"<failure xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><invalid-authzid/></failure>",
-        );
+        // A SASL <failure/> answers an <auth/> only (RFC 6120 §6.4.5); anything else in its
+        // place gets the stream error alone (§4.9.3.12).
+        if auth.is("auth", ns::SASL) {
+            let offered = verdict.is_ok() && auth.attr("mechanism") == Some("EXTERNAL");
+            let condition: &[u8] = if offered {
+                b"<failure xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><invalid-authzid/></failure>"
+            } else {
+                b"<failure xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><invalid-mechanism/></failure>"
+            };
+            s.queue_raw(condition);
+        }
         s.fail(&StreamError::new(StreamCondition::NotAuthorized))
             .await;
         let ev = Event::S2sRefused {
