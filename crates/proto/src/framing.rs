@@ -7,33 +7,17 @@
 //! avoid per-element maps) and counts bytes, depth and attributes as events arrive: nothing grows
 //! past a limit before the limit is checked.
 
+use std::mem::size_of;
+
 use thiserror::Error;
 
 use crate::element::{Attr, Element};
+use crate::limits::heap_cost;
+pub use crate::limits::{Limits, MAX_NAMESPACE_LEN};
+use crate::namespace::{Interner, Namespace};
 use crate::ns;
 use rxml::error::EndOrError;
 use rxml::{Parse, RawEvent, RawParser, WithOptions};
-
-/// Limits applied to every stream. Defaults match the configuration defaults.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
-    /// Maximum serialised size of one top-level element (stanza or nonza), in bytes.
-    pub max_stanza_size: usize,
-    /// Maximum nesting depth inside a stanza (the stanza itself is depth 1).
-    pub max_depth: usize,
-    /// Maximum attributes (including namespace declarations) on one element.
-    pub max_attributes: usize,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            max_stanza_size: 262_144,
-            max_depth: 32,
-            max_attributes: 64,
-        }
-    }
-}
 
 /// What the framing layer produces.
 #[derive(Debug)]
@@ -98,6 +82,16 @@ pub enum FramingError {
     /// More attributes on one element than `max_attributes`.
     #[error("more than {0} attributes on one element")]
     TooManyAttributes(usize),
+    /// More elements in one stanza than `max_elements`.
+    #[error("more than {0} elements in one stanza")]
+    TooManyElements(usize),
+    /// A stanza that would hold more memory than [`Limits::max_memory`] (many tiny elements or
+    /// attributes), though under the size limit.
+    #[error("stanza needs more than {0} bytes of memory: too many small elements or attributes")]
+    TooMuchMemory(usize),
+    /// A namespace name longer than [`MAX_NAMESPACE_LEN`].
+    #[error("namespace name longer than {0} bytes")]
+    NamespaceTooLong(usize),
     /// Text at the stream level that is not whitespace.
     #[error("text outside any stanza")]
     TextAtStreamLevel,
@@ -105,8 +99,8 @@ pub enum FramingError {
 
 struct Scope {
     /// `Some` when this element declared a default namespace (`Some("")` undeclares it).
-    default: Option<String>,
-    prefixes: Vec<(String, String)>,
+    default: Option<Namespace>,
+    prefixes: Vec<(String, Namespace)>,
 }
 
 struct Pending {
@@ -126,6 +120,12 @@ pub struct StreamParser {
     stack: Vec<Element>,
     /// Bytes of the stanza under construction.
     stanza_bytes: usize,
+    /// Memory the stanza under construction holds, as charged (see [`Limits::max_memory`]).
+    stanza_memory: usize,
+    /// Elements in the stanza under construction.
+    stanza_elements: usize,
+    /// Namespaces declared on this stream, shared between stanzas.
+    interner: Interner,
     opened: bool,
     /// Whether the first non-whitespace byte (which must be `<`) was seen.
     started: bool,
@@ -151,6 +151,9 @@ impl StreamParser {
             pending: None,
             stack: Vec::new(),
             stanza_bytes: 0,
+            stanza_memory: 0,
+            stanza_elements: 0,
+            interner: Interner::default(),
             opened: false,
             started: false,
             closed: false,
@@ -161,6 +164,13 @@ impl StreamParser {
     /// The limits this parser enforces.
     pub fn limits(&self) -> Limits {
         self.limits
+    }
+
+    /// Changes the limits from the next stanza on, without a stream restart (for a server
+    /// link that dialback authenticates mid-stream). The longest single token stays what the
+    /// first limits allowed: `rxml` fixes it when the parser is made.
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.limits = limits;
     }
 
     /// Whether a stanza is partly received (for idle memory release and timeouts).
@@ -239,6 +249,16 @@ impl StreamParser {
         Ok(())
     }
 
+    /// Charges `n` bytes of memory to the stanza under construction.
+    fn charge(&mut self, n: usize) -> Result<(), FramingError> {
+        self.stanza_memory += n;
+        let max = self.limits.max_memory();
+        if self.stanza_memory > max {
+            return Err(FramingError::TooMuchMemory(max));
+        }
+        Ok(())
+    }
+
     fn event(&mut self, ev: RawEvent) -> Result<Option<Frame>, FramingError> {
         match ev {
             RawEvent::XmlDeclaration(..) => Ok(None),
@@ -248,14 +268,25 @@ impl StreamParser {
                 }
                 if self.stack.is_empty() {
                     self.stanza_bytes = 0;
+                    self.stanza_memory = 0;
+                    self.stanza_elements = 0;
                 }
+                let name = name.as_str().to_owned();
+                let name_cost = heap_cost(name.capacity());
                 self.pending = Some(Pending {
                     prefix: prefix.map(|p| p.as_str().to_owned()),
-                    name: name.as_str().to_owned(),
+                    name,
                     attrs: Vec::new(),
                     bytes: m.len(),
                 });
                 self.count(m.len())?;
+                if self.opened {
+                    self.stanza_elements += 1;
+                    if self.stanza_elements > self.limits.max_elements {
+                        return Err(FramingError::TooManyElements(self.limits.max_elements));
+                    }
+                    self.charge(name_cost)?;
+                }
                 Ok(None)
             }
             RawEvent::Attribute(m, (prefix, name), value) => {
@@ -272,6 +303,13 @@ impl StreamParser {
                 if !self.opened && p.bytes > self.limits.max_stanza_size {
                     return Err(FramingError::TooLarge(self.limits.max_stanza_size));
                 }
+                let declares = match &prefix {
+                    None => name.as_str() == "xmlns",
+                    Some(pre) => pre.as_str() == "xmlns",
+                };
+                if declares && value.len() > MAX_NAMESPACE_LEN {
+                    return Err(FramingError::NamespaceTooLong(MAX_NAMESPACE_LEN));
+                }
                 p.attrs.push((
                     prefix.map(|p| p.as_str().to_owned()),
                     name.as_str().to_owned(),
@@ -285,10 +323,13 @@ impl StreamParser {
                     .pending
                     .take()
                     .ok_or_else(|| FramingError::NotWellFormed("tag end outside a tag".into()))?;
-                let el = self.open_element(p)?;
+                let (el, cost) = self.open_element(p)?;
                 if !self.opened {
                     self.opened = true;
-                    let default_ns = self.scopes.last().and_then(|s| s.default.clone());
+                    let default_ns = self
+                        .scopes
+                        .last()
+                        .and_then(|s| s.default.as_ref().map(|d| d.to_string()));
                     let (name, ns, attrs) = el.into_header_parts();
                     return Ok(Some(Frame::StreamOpen(StreamHeader {
                         name,
@@ -297,7 +338,13 @@ impl StreamParser {
                         attrs,
                     })));
                 }
+                if self.stack.is_empty() {
+                    // The stanza's own struct; its descendants are charged as their parents'
+                    // vectors grow to hold them.
+                    self.charge(size_of::<Element>())?;
+                }
                 self.stack.push(el);
+                self.charge(cost)?;
                 Ok(None)
             }
             RawEvent::ElementFoot(m) => {
@@ -308,13 +355,18 @@ impl StreamParser {
                         self.closed = true;
                         Ok(Some(Frame::StreamClose))
                     }
-                    Some(el) => match self.stack.last_mut() {
+                    Some(mut el) => match self.stack.last_mut() {
                         Some(parent) => {
-                            parent.push_child(el);
+                            self.stanza_memory -= el.shrink_measured();
+                            let cost = parent.push_child_measured(el);
+                            self.charge(cost)?;
                             Ok(None)
                         }
                         None => {
+                            el.shrink_measured();
                             self.stanza_bytes = 0;
+                            self.stanza_memory = 0;
+                            self.stanza_elements = 0;
                             Ok(Some(Frame::Stanza(el)))
                         }
                     },
@@ -323,7 +375,10 @@ impl StreamParser {
             RawEvent::Text(m, text) => {
                 self.count(m.len())?;
                 match self.stack.last_mut() {
-                    Some(top) => top.push_text(text.as_str()),
+                    Some(top) => {
+                        let cost = top.push_text_measured(text);
+                        self.charge(cost)?;
+                    }
                     None => {
                         if !text.as_str().bytes().all(|b| b" \t\r\n".contains(&b)) {
                             return Err(FramingError::TextAtStreamLevel);
@@ -335,9 +390,9 @@ impl StreamParser {
         }
     }
 
-    fn lookup(&self, prefix: &str) -> Option<&str> {
+    fn lookup(&self, prefix: &str) -> Option<&Namespace> {
         if prefix == "xml" {
-            return Some(ns::XML);
+            return Some(&XML_NS);
         }
         for s in self.scopes.iter().rev() {
             if let Some((_, uri)) = s.prefixes.iter().find(|(p, _)| p == prefix) {
@@ -347,22 +402,25 @@ impl StreamParser {
         None
     }
 
-    fn default_ns(&self) -> &str {
+    fn default_ns(&self) -> Namespace {
         for s in self.scopes.iter().rev() {
             if let Some(d) = &s.default {
-                return d;
+                return d.clone();
             }
         }
-        ""
+        Namespace::NONE
     }
 
-    fn open_element(&mut self, p: Pending) -> Result<Element, FramingError> {
+    /// Resolves the namespaces of a complete start tag. Returns the element and the memory it
+    /// newly holds (names, attributes, namespaces not shared yet).
+    fn open_element(&mut self, p: Pending) -> Result<(Element, usize), FramingError> {
+        let mut cost = 0;
         let mut scope = Scope {
             default: None,
             prefixes: Vec::new(),
         };
-        let mut plain = Vec::with_capacity(p.attrs.len());
-        for (prefix, name, value) in p.attrs {
+        let mut plain = 0;
+        for (prefix, name, value) in &p.attrs {
             match (prefix.as_deref(), name.as_str()) {
                 (None, "xmlns") => {
                     if value == ns::XML || value == XMLNS_NS {
@@ -371,7 +429,9 @@ impl StreamParser {
                     if scope.default.is_some() {
                         return Err(FramingError::NotWellFormed("duplicate xmlns".into()));
                     }
-                    scope.default = Some(value);
+                    let (uri, c) = self.interner.intern(value);
+                    cost += c;
+                    scope.default = Some(uri);
                 }
                 (Some("xmlns"), decl) => {
                     if decl == "xmlns" {
@@ -386,43 +446,45 @@ impl StreamParser {
                     if scope.prefixes.iter().any(|(p, _)| p == decl) {
                         return Err(FramingError::NotWellFormed("duplicate prefix".into()));
                     }
-                    scope.prefixes.push((decl.to_owned(), value));
+                    let (uri, c) = self.interner.intern(value);
+                    cost += c + heap_cost(decl.len());
+                    scope.prefixes.push((decl.to_owned(), uri));
                 }
-                _ => plain.push((prefix, name, value)),
+                _ => plain += 1,
             }
         }
+        cost += heap_cost(scope.prefixes.capacity() * size_of::<(String, Namespace)>());
         self.scopes.push(scope);
         let ns = match p.prefix.as_deref() {
-            None => self.default_ns().to_owned(),
+            None => self.default_ns(),
             Some("xmlns") => return Err(bad_prefix("element with the xmlns prefix")),
             Some(pre) => self
                 .lookup(pre)
                 .ok_or_else(|| bad_prefix("unbound element prefix"))?
-                .to_owned(),
+                .clone(),
         };
-        let mut attrs: Vec<Attr> = Vec::with_capacity(plain.len());
-        for (prefix, name, value) in plain {
-            let ans = match prefix.as_deref() {
-                None => String::new(),
-                Some(pre) => self
+        let mut attrs: Vec<Attr> = Vec::with_capacity(plain);
+        for (prefix, name, value) in p.attrs {
+            let ans = match (prefix.as_deref(), name.as_str()) {
+                (None, "xmlns") | (Some("xmlns"), _) => continue,
+                (None, _) => Namespace::NONE,
+                (Some(pre), _) => self
                     .lookup(pre)
                     .ok_or_else(|| bad_prefix("unbound attribute prefix"))?
-                    .to_owned(),
+                    .clone(),
             };
             if attrs.iter().any(|a| a.ns == ans && a.name == name) {
                 return Err(FramingError::NotWellFormed("duplicate attribute".into()));
             }
+            cost += heap_cost(name.capacity()) + heap_cost(value.capacity());
             attrs.push(Attr {
                 ns: ans,
                 name,
                 value,
             });
         }
-        Ok(Element::from_parts(
-            p.name,
-            ns::canonical(&ns).to_owned(),
-            attrs,
-        ))
+        cost += heap_cost(attrs.capacity() * size_of::<Attr>());
+        Ok((Element::from_parts(p.name, ns.canonical(), attrs), cost))
     }
 }
 
@@ -445,6 +507,8 @@ pub fn parse_element(xml: &str, limits: Limits) -> Result<Element, FramingError>
 const MAX_TOKEN: usize = 32 * 1024;
 
 const XMLNS_NS: &str = "http://www.w3.org/2000/xmlns/";
+
+static XML_NS: Namespace = Namespace::from_static(ns::XML);
 
 fn bad_prefix(why: &str) -> FramingError {
     FramingError::BadNamespacePrefix(why.to_owned())
