@@ -164,6 +164,10 @@ fn every_bound_is_checked() {
         ("c2s", "direct_tls = [\"127.0.0.1:5222\"]", "c2s.direct_tls[0]", "listed twice"),
         ("limits", "max_stanza_size = 4095", "limits.max_stanza_size", "between 4096 and 16777216"),
         ("limits", "max_stanza_size = 16777217", "limits.max_stanza_size", "between 4096 and 16777216"),
+        ("limits", "pre_auth_stanza_size = 1023", "limits.pre_auth_stanza_size", "between 1024 and 65536"),
+        ("limits", "pre_auth_stanza_size = 65537", "limits.pre_auth_stanza_size", "between 1024 and 65536"),
+        ("limits", "max_elements = 15", "limits.max_elements", "between 16 and 1000000"),
+        ("limits", "max_elements = 1000001", "limits.max_elements", "between 16 and 1000000"),
         ("limits", "max_depth = 0", "limits.max_depth", "between 1 and 256"),
         ("limits", "max_depth = 257", "limits.max_depth", "between 1 and 256"),
         ("limits", "max_attributes = 0", "limits.max_attributes", "between 1 and 1024"),
@@ -459,8 +463,9 @@ fn load_reads_resolves_and_reports_with_the_file_name() {
             "{shown}:4: limits.max_depth: must be between 1 and 256, not 0\n\
              {shown}:5: limits.x: unknown key `x`; known keys here: login_failure_window, \
              login_failures_per_account, login_failures_per_ip, max_attributes, max_depth, \
-             max_offline_per_account, max_resources_per_account, max_stanza_size, \
-             max_unauthenticated, pre_auth_timeout, read_rate"
+             max_elements, max_offline_per_account, max_resources_per_account, \
+             max_stanza_size, max_unauthenticated, pre_auth_stanza_size, pre_auth_timeout, \
+             read_rate"
         )
     );
     std::fs::remove_dir_all(&dir).unwrap();
