@@ -91,33 +91,47 @@ level = "warn"
 
 
 def attack_one(port, payload, seconds, out, i):
-    """Sends the payload, then reads until the server closes or the time is up."""
-    got = b""
-    closed = False
+    """Sends the payload while reading, until the server closes or the time is up. Reading runs
+    alongside: a server that closes with bytes of ours unread resets the connection, and the
+    reset discards what it had sent but was not read yet."""
+    got = []
+    state = {"closed": False}
     try:
         s = socket.create_connection(("127.0.0.1", port), timeout=seconds)
-        deadline = time.monotonic() + seconds
-        try:
-            s.sendall(payload)
-        except OSError:
-            pass  # closed by the server before everything was sent: the point of the fix
+    except OSError as e:
+        out[i] = {"closed_by_server": False, "policy_violation": False, "error": repr(e)}
+        return
+    deadline = time.monotonic() + seconds
+
+    def read():
         while time.monotonic() < deadline:
-            s.settimeout(max(0.05, deadline - time.monotonic()))
             try:
                 chunk = s.recv(65536)
             except socket.timeout:
-                break
+                continue
             except OSError:
-                closed = True
-                break
+                state["closed"] = True
+                return
             if not chunk:
-                closed = True
-                break
-            got += chunk
-        s.close()
-    except OSError as e:
-        got = repr(e).encode()
-    out[i] = {"closed_by_server": closed, "policy_violation": b"policy-violation" in got}
+                state["closed"] = True
+                return
+            got.append(chunk)
+
+    s.settimeout(0.2)
+    reader = threading.Thread(target=read)
+    reader.start()
+    view = memoryview(payload)
+    while view and time.monotonic() < deadline and not state["closed"]:
+        try:
+            view = view[s.send(view):]
+        except socket.timeout:
+            continue
+        except OSError:
+            break  # closed by the server before everything was sent: the point of the fix
+    reader.join()
+    s.close()
+    answer = b"".join(got)
+    out[i] = {"closed_by_server": state["closed"], "policy_violation": b"policy-violation" in answer}
 
 
 def main():

@@ -368,6 +368,7 @@ impl From<&FramingError> for StreamError {
             | FramingError::TooManyAttributes(_)
             | FramingError::TooManyElements(_)
             | FramingError::TooMuchMemory(_)
+            | FramingError::TokenTooLong(_)
             | FramingError::NamespaceTooLong(_) => {
                 (StreamCondition::PolicyViolation, Some(e.to_string()))
             }
@@ -451,6 +452,7 @@ mod tests {
             FramingError::TooLarge(10),
             FramingError::TooManyElements(10),
             FramingError::TooMuchMemory(10),
+            FramingError::TokenTooLong(10),
             FramingError::NamespaceTooLong(10),
         ] {
             let e = StreamError::from(&limit);

@@ -89,6 +89,10 @@ pub enum FramingError {
     /// attributes), though under the size limit.
     #[error("stanza needs more than {0} bytes of memory: too many small elements or attributes")]
     TooMuchMemory(usize),
+    /// A single name or attribute value longer than rxml's token buffer (the stanza limit,
+    /// at most 32 KiB).
+    #[error("a name or attribute value longer than {0} bytes")]
+    TokenTooLong(usize),
     /// A namespace name longer than [`MAX_NAMESPACE_LEN`].
     #[error("namespace name longer than {0} bytes")]
     NamespaceTooLong(usize),
@@ -113,6 +117,8 @@ struct Pending {
 /// Incremental parser for one XML stream. Create a new one at every stream restart.
 pub struct StreamParser {
     raw: RawParser,
+    /// rxml's token limit, fixed when the parser is made.
+    max_token: usize,
     limits: Limits,
     scopes: Vec<Scope>,
     pending: Option<Pending>,
@@ -141,11 +147,12 @@ impl StreamParser {
             // longer text into several events. 32 KiB bounds per-connection parser memory (the
             // scratch buffer is released when idle) while text of any length up to the stanza
             // limit still passes; only a single name or attribute value longer than this fails.
-            max_token_length: limits.max_stanza_size.clamp(64, MAX_TOKEN),
+            max_token_length: max_token(limits),
             ..Default::default()
         };
         StreamParser {
             raw: RawParser::with_options(opts),
+            max_token: max_token(limits),
             limits,
             scopes: Vec::new(),
             pending: None,
@@ -227,7 +234,7 @@ impl StreamParser {
             let ev = match self.raw.parse(data, false) {
                 Ok(Some(ev)) => ev,
                 Ok(None) | Err(EndOrError::NeedMoreData) => return Ok(None),
-                Err(EndOrError::Error(e)) => return Err(classify(e)),
+                Err(EndOrError::Error(e)) => return Err(classify(e, self.max_token)),
             };
             if let Some(frame) = self.event(ev)? {
                 return Ok(Some(frame));
@@ -417,9 +424,16 @@ fn bad_prefix(why: &str) -> FramingError {
     FramingError::BadNamespacePrefix(why.to_owned())
 }
 
-fn classify(e: rxml::Error) -> FramingError {
+/// The longest single token rxml buffers under `limits`.
+fn max_token(limits: Limits) -> usize {
+    limits.max_stanza_size.clamp(64, MAX_TOKEN)
+}
+
+fn classify(e: rxml::Error, max_token: usize) -> FramingError {
     use rxml::Error as E;
     match e {
+        // rxml's report of a token over `max_token_length` (its wording, checked by a test).
+        E::RestrictedXml("long name or reference") => FramingError::TokenTooLong(max_token),
         E::RestrictedXml(what) => FramingError::Restricted(what.to_owned()),
         E::UndeclaredEntity => FramingError::Restricted("entity reference".to_owned()),
         // `<!` that is neither a comment nor CDATA is a declaration: DOCTYPE, ENTITY, ELEMENT.

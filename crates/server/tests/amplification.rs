@@ -43,13 +43,27 @@ fn attack(ns_len: usize, children: usize) -> Vec<u8> {
 }
 
 /// Sends `bytes` on a new plain connection and returns what the server answered before it
-/// closed (bounded in time: the server must close by itself).
+/// closed (bounded in time: the server must close by itself). Reads while writing: a server
+/// that closes with bytes of ours unread resets the connection, and a reset discards what it
+/// had sent but was not read yet.
 async fn hostile(addr: std::net::SocketAddr, bytes: Vec<u8>) -> String {
-    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let (mut r, mut w) = tcp.into_split();
+    let reader = tokio::spawn(async move {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while let Ok(Ok(n)) = tokio::time::timeout_at(deadline, r.read(&mut buf)).await {
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+        got
+    });
     // The server may close before everything is written: that is the point.
-    let _ = tcp.write_all(&bytes).await;
-    let mut got = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut got)).await;
+    let _ = w.write_all(&bytes).await;
+    let got = reader.await.unwrap();
     String::from_utf8_lossy(&got).into_owned()
 }
 
@@ -73,11 +87,12 @@ async fn amplification_before_tls_stays_bounded() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
     let (start, _) = rss();
 
-    // The report's shape with a long namespace (8,000 bytes × 10,000 children copied would be
-    // 80 MB per connection), and one with a namespace under the 1 KiB cap and 50,000 children.
+    // The report's namespace (32,000 bytes, longer than any token allowed before authentication)
+    // with fewer children, a shorter one still over the namespace cap (8,000 bytes × 10,000
+    // children copied would be 80 MB), and two under the 1 KiB cap with 50,000 children each.
     let mut attacks = Vec::new();
     for bytes in [
-        attack(8000, 10_000),
+        attack(32_000, 2_000),
         attack(8000, 10_000),
         attack(1000, 50_000),
         attack(1000, 50_000),
