@@ -10,6 +10,7 @@
 
 use std::fmt;
 
+use crate::namespace::Namespace;
 use crate::ns;
 
 /// A child of an element: another element or character data.
@@ -25,8 +26,8 @@ pub enum Node {
 /// `ns == ns::XML`.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct Attr {
-    /// Namespace URI, empty for none.
-    pub ns: String,
+    /// Namespace URI, empty for none (shared with the declaration, see [`Namespace`]).
+    pub ns: Namespace,
     /// Local name.
     pub name: String,
     /// Unescaped value.
@@ -40,7 +41,8 @@ pub struct Attr {
 #[derive(Clone, PartialEq, Eq)]
 pub struct Element {
     name: String,
-    ns: String,
+    /// Shared with the declaration it came from and with every element that inherits it.
+    ns: Namespace,
     attrs: Vec<Attr>,
     children: Vec<Node>,
 }
@@ -50,7 +52,7 @@ impl Element {
     pub fn new(name: impl Into<String>, ns: &str) -> Element {
         Element {
             name: name.into(),
-            ns: ns::canonical(ns).to_owned(),
+            ns: Namespace::from(ns::canonical(ns)),
             attrs: Vec::new(),
             children: Vec::new(),
         }
@@ -102,7 +104,7 @@ impl Element {
         {
             Some(a) => a.value = value,
             None => self.attrs.push(Attr {
-                ns: String::new(),
+                ns: Namespace::NONE,
                 name: name.to_owned(),
                 value,
             }),
@@ -115,7 +117,7 @@ impl Element {
         match self.attrs.iter_mut().find(|a| a.ns == ns && a.name == name) {
             Some(a) => a.value = value,
             None => self.attrs.push(Attr {
-                ns: ns.to_owned(),
+                ns: Namespace::from(ns),
                 name: name.to_owned(),
                 value,
             }),
@@ -252,7 +254,7 @@ impl Element {
     fn write_inner(&self, out: &mut Vec<u8>, parent_ns: &str) {
         out.push(b'<');
         out.extend_from_slice(self.name.as_bytes());
-        if self.ns != parent_ns {
+        if self.ns.as_str() != parent_ns {
             out.extend_from_slice(b" xmlns='");
             escape_into(out, &self.ns, true);
             out.push(b'\'');
@@ -321,7 +323,7 @@ impl Element {
         n
     }
 
-    pub(crate) fn from_parts(name: String, ns: String, attrs: Vec<Attr>) -> Element {
+    pub(crate) fn from_parts(name: String, ns: Namespace, attrs: Vec<Attr>) -> Element {
         Element {
             name,
             ns,
@@ -354,6 +356,9 @@ pub fn escape_into(out: &mut Vec<u8>, s: &str, attr: bool) {
     }
     out.extend_from_slice(&bytes[start..]);
 }
+
+#[path = "element_memory.rs"]
+mod memory;
 
 impl fmt::Debug for Element {
     // Debug output must never contain message bodies (they would end up in logs): show the

@@ -361,9 +361,15 @@ impl From<&FramingError> for StreamError {
             FramingError::Restricted(_) => (StreamCondition::RestrictedXml, None),
             FramingError::BadNamespacePrefix(_) => (StreamCondition::BadNamespacePrefix, None),
             FramingError::TextAtStreamLevel => (StreamCondition::BadFormat, None),
+            // RFC 6120 §4.9.3.14: a stanza over a configured limit. The text names the limit,
+            // so that the client's operator can tell which one.
             FramingError::TooLarge(_)
             | FramingError::TooDeep(_)
-            | FramingError::TooManyAttributes(_) => {
+            | FramingError::TooManyAttributes(_)
+            | FramingError::TooManyElements(_)
+            | FramingError::TooMuchMemory(_)
+            | FramingError::TokenTooLong(_)
+            | FramingError::NamespaceTooLong(_) => {
                 (StreamCondition::PolicyViolation, Some(e.to_string()))
             }
         };
@@ -442,7 +448,16 @@ mod tests {
             "<stream:error><see-other-host xmlns='urn:ietf:params:xml:ns:xmpp-streams'>\
              other.example:5222</see-other-host></stream:error>"
         );
-        let e = StreamError::from(&FramingError::TooLarge(10));
-        assert_eq!(e.condition, StreamCondition::PolicyViolation);
+        for limit in [
+            FramingError::TooLarge(10),
+            FramingError::TooManyElements(10),
+            FramingError::TooMuchMemory(10),
+            FramingError::TokenTooLong(10),
+            FramingError::NamespaceTooLong(10),
+        ] {
+            let e = StreamError::from(&limit);
+            assert_eq!(e.condition, StreamCondition::PolicyViolation);
+            assert_eq!(e.text, Some(limit.to_string()));
+        }
     }
 }

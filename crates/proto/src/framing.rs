@@ -7,33 +7,17 @@
 //! avoid per-element maps) and counts bytes, depth and attributes as events arrive: nothing grows
 //! past a limit before the limit is checked.
 
+use std::mem::size_of;
+
 use thiserror::Error;
 
 use crate::element::{Attr, Element};
+use crate::limits::heap_cost;
+pub use crate::limits::{Limits, MAX_NAMESPACE_LEN};
+use crate::namespace::{Interner, Namespace};
 use crate::ns;
 use rxml::error::EndOrError;
 use rxml::{Parse, RawEvent, RawParser, WithOptions};
-
-/// Limits applied to every stream. Defaults match the configuration defaults.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
-    /// Maximum serialised size of one top-level element (stanza or nonza), in bytes.
-    pub max_stanza_size: usize,
-    /// Maximum nesting depth inside a stanza (the stanza itself is depth 1).
-    pub max_depth: usize,
-    /// Maximum attributes (including namespace declarations) on one element.
-    pub max_attributes: usize,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            max_stanza_size: 262_144,
-            max_depth: 32,
-            max_attributes: 64,
-        }
-    }
-}
 
 /// What the framing layer produces.
 #[derive(Debug)]
@@ -98,6 +82,20 @@ pub enum FramingError {
     /// More attributes on one element than `max_attributes`.
     #[error("more than {0} attributes on one element")]
     TooManyAttributes(usize),
+    /// More elements in one stanza than `max_elements`.
+    #[error("more than {0} elements in one stanza")]
+    TooManyElements(usize),
+    /// A stanza that would hold more memory than [`Limits::max_memory`] (many tiny elements or
+    /// attributes), though under the size limit.
+    #[error("stanza needs more than {0} bytes of memory: too many small elements or attributes")]
+    TooMuchMemory(usize),
+    /// A single name or attribute value longer than rxml's token buffer (the stanza limit,
+    /// at most 32 KiB).
+    #[error("a name or attribute value longer than {0} bytes")]
+    TokenTooLong(usize),
+    /// A namespace name longer than [`MAX_NAMESPACE_LEN`].
+    #[error("namespace name longer than {0} bytes")]
+    NamespaceTooLong(usize),
     /// Text at the stream level that is not whitespace.
     #[error("text outside any stanza")]
     TextAtStreamLevel,
@@ -105,8 +103,8 @@ pub enum FramingError {
 
 struct Scope {
     /// `Some` when this element declared a default namespace (`Some("")` undeclares it).
-    default: Option<String>,
-    prefixes: Vec<(String, String)>,
+    default: Option<Namespace>,
+    prefixes: Vec<(String, Namespace)>,
 }
 
 struct Pending {
@@ -119,6 +117,8 @@ struct Pending {
 /// Incremental parser for one XML stream. Create a new one at every stream restart.
 pub struct StreamParser {
     raw: RawParser,
+    /// rxml's token limit, fixed when the parser is made.
+    max_token: usize,
     limits: Limits,
     scopes: Vec<Scope>,
     pending: Option<Pending>,
@@ -126,6 +126,12 @@ pub struct StreamParser {
     stack: Vec<Element>,
     /// Bytes of the stanza under construction.
     stanza_bytes: usize,
+    /// Memory the stanza under construction holds, as charged (see [`Limits::max_memory`]).
+    stanza_memory: usize,
+    /// Elements in the stanza under construction.
+    stanza_elements: usize,
+    /// Namespaces declared on this stream, shared between stanzas.
+    interner: Interner,
     opened: bool,
     /// Whether the first non-whitespace byte (which must be `<`) was seen.
     started: bool,
@@ -141,16 +147,20 @@ impl StreamParser {
             // longer text into several events. 32 KiB bounds per-connection parser memory (the
             // scratch buffer is released when idle) while text of any length up to the stanza
             // limit still passes; only a single name or attribute value longer than this fails.
-            max_token_length: limits.max_stanza_size.clamp(64, MAX_TOKEN),
+            max_token_length: max_token(limits),
             ..Default::default()
         };
         StreamParser {
             raw: RawParser::with_options(opts),
+            max_token: max_token(limits),
             limits,
             scopes: Vec::new(),
             pending: None,
             stack: Vec::new(),
             stanza_bytes: 0,
+            stanza_memory: 0,
+            stanza_elements: 0,
+            interner: Interner::default(),
             opened: false,
             started: false,
             closed: false,
@@ -161,6 +171,13 @@ impl StreamParser {
     /// The limits this parser enforces.
     pub fn limits(&self) -> Limits {
         self.limits
+    }
+
+    /// Changes the limits from the next stanza on, without a stream restart (for a server
+    /// link that dialback authenticates mid-stream). The longest single token stays what the
+    /// first limits allowed: `rxml` fixes it when the parser is made.
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.limits = limits;
     }
 
     /// Whether a stanza is partly received (for idle memory release and timeouts).
@@ -217,7 +234,7 @@ impl StreamParser {
             let ev = match self.raw.parse(data, false) {
                 Ok(Some(ev)) => ev,
                 Ok(None) | Err(EndOrError::NeedMoreData) => return Ok(None),
-                Err(EndOrError::Error(e)) => return Err(classify(e)),
+                Err(EndOrError::Error(e)) => return Err(classify(e, self.max_token)),
             };
             if let Some(frame) = self.event(ev)? {
                 return Ok(Some(frame));
@@ -239,6 +256,16 @@ impl StreamParser {
         Ok(())
     }
 
+    /// Charges `n` bytes of memory to the stanza under construction.
+    fn charge(&mut self, n: usize) -> Result<(), FramingError> {
+        self.stanza_memory += n;
+        let max = self.limits.max_memory();
+        if self.stanza_memory > max {
+            return Err(FramingError::TooMuchMemory(max));
+        }
+        Ok(())
+    }
+
     fn event(&mut self, ev: RawEvent) -> Result<Option<Frame>, FramingError> {
         match ev {
             RawEvent::XmlDeclaration(..) => Ok(None),
@@ -248,14 +275,25 @@ impl StreamParser {
                 }
                 if self.stack.is_empty() {
                     self.stanza_bytes = 0;
+                    self.stanza_memory = 0;
+                    self.stanza_elements = 0;
                 }
+                let name = name.as_str().to_owned();
+                let name_cost = heap_cost(name.capacity());
                 self.pending = Some(Pending {
                     prefix: prefix.map(|p| p.as_str().to_owned()),
-                    name: name.as_str().to_owned(),
+                    name,
                     attrs: Vec::new(),
                     bytes: m.len(),
                 });
                 self.count(m.len())?;
+                if self.opened {
+                    self.stanza_elements += 1;
+                    if self.stanza_elements > self.limits.max_elements {
+                        return Err(FramingError::TooManyElements(self.limits.max_elements));
+                    }
+                    self.charge(name_cost)?;
+                }
                 Ok(None)
             }
             RawEvent::Attribute(m, (prefix, name), value) => {
@@ -272,6 +310,13 @@ impl StreamParser {
                 if !self.opened && p.bytes > self.limits.max_stanza_size {
                     return Err(FramingError::TooLarge(self.limits.max_stanza_size));
                 }
+                let declares = match &prefix {
+                    None => name.as_str() == "xmlns",
+                    Some(pre) => pre.as_str() == "xmlns",
+                };
+                if declares && value.len() > MAX_NAMESPACE_LEN {
+                    return Err(FramingError::NamespaceTooLong(MAX_NAMESPACE_LEN));
+                }
                 p.attrs.push((
                     prefix.map(|p| p.as_str().to_owned()),
                     name.as_str().to_owned(),
@@ -285,10 +330,13 @@ impl StreamParser {
                     .pending
                     .take()
                     .ok_or_else(|| FramingError::NotWellFormed("tag end outside a tag".into()))?;
-                let el = self.open_element(p)?;
+                let (el, cost) = self.open_element(p)?;
                 if !self.opened {
                     self.opened = true;
-                    let default_ns = self.scopes.last().and_then(|s| s.default.clone());
+                    let default_ns = self
+                        .scopes
+                        .last()
+                        .and_then(|s| s.default.as_ref().map(|d| d.to_string()));
                     let (name, ns, attrs) = el.into_header_parts();
                     return Ok(Some(Frame::StreamOpen(StreamHeader {
                         name,
@@ -297,7 +345,13 @@ impl StreamParser {
                         attrs,
                     })));
                 }
+                if self.stack.is_empty() {
+                    // The stanza's own struct; its descendants are charged as their parents'
+                    // vectors grow to hold them.
+                    self.charge(size_of::<Element>())?;
+                }
                 self.stack.push(el);
+                self.charge(cost)?;
                 Ok(None)
             }
             RawEvent::ElementFoot(m) => {
@@ -308,13 +362,18 @@ impl StreamParser {
                         self.closed = true;
                         Ok(Some(Frame::StreamClose))
                     }
-                    Some(el) => match self.stack.last_mut() {
+                    Some(mut el) => match self.stack.last_mut() {
                         Some(parent) => {
-                            parent.push_child(el);
+                            self.stanza_memory -= el.shrink_measured();
+                            let cost = parent.push_child_measured(el);
+                            self.charge(cost)?;
                             Ok(None)
                         }
                         None => {
+                            el.shrink_measured();
                             self.stanza_bytes = 0;
+                            self.stanza_memory = 0;
+                            self.stanza_elements = 0;
                             Ok(Some(Frame::Stanza(el)))
                         }
                     },
@@ -323,7 +382,10 @@ impl StreamParser {
             RawEvent::Text(m, text) => {
                 self.count(m.len())?;
                 match self.stack.last_mut() {
-                    Some(top) => top.push_text(text.as_str()),
+                    Some(top) => {
+                        let cost = top.push_text_measured(text);
+                        self.charge(cost)?;
+                    }
                     None => {
                         if !text.as_str().bytes().all(|b| b" \t\r\n".contains(&b)) {
                             return Err(FramingError::TextAtStreamLevel);
@@ -333,96 +395,6 @@ impl StreamParser {
                 Ok(None)
             }
         }
-    }
-
-    fn lookup(&self, prefix: &str) -> Option<&str> {
-        if prefix == "xml" {
-            return Some(ns::XML);
-        }
-        for s in self.scopes.iter().rev() {
-            if let Some((_, uri)) = s.prefixes.iter().find(|(p, _)| p == prefix) {
-                return Some(uri);
-            }
-        }
-        None
-    }
-
-    fn default_ns(&self) -> &str {
-        for s in self.scopes.iter().rev() {
-            if let Some(d) = &s.default {
-                return d;
-            }
-        }
-        ""
-    }
-
-    fn open_element(&mut self, p: Pending) -> Result<Element, FramingError> {
-        let mut scope = Scope {
-            default: None,
-            prefixes: Vec::new(),
-        };
-        let mut plain = Vec::with_capacity(p.attrs.len());
-        for (prefix, name, value) in p.attrs {
-            match (prefix.as_deref(), name.as_str()) {
-                (None, "xmlns") => {
-                    if value == ns::XML || value == XMLNS_NS {
-                        return Err(bad_prefix("reserved namespace as default"));
-                    }
-                    if scope.default.is_some() {
-                        return Err(FramingError::NotWellFormed("duplicate xmlns".into()));
-                    }
-                    scope.default = Some(value);
-                }
-                (Some("xmlns"), decl) => {
-                    if decl == "xmlns" {
-                        return Err(bad_prefix("the xmlns prefix cannot be declared"));
-                    }
-                    if value.is_empty() {
-                        return Err(bad_prefix("a prefix cannot be undeclared"));
-                    }
-                    if (decl == "xml") != (value == ns::XML) || value == XMLNS_NS {
-                        return Err(bad_prefix("reserved prefix or namespace misused"));
-                    }
-                    if scope.prefixes.iter().any(|(p, _)| p == decl) {
-                        return Err(FramingError::NotWellFormed("duplicate prefix".into()));
-                    }
-                    scope.prefixes.push((decl.to_owned(), value));
-                }
-                _ => plain.push((prefix, name, value)),
-            }
-        }
-        self.scopes.push(scope);
-        let ns = match p.prefix.as_deref() {
-            None => self.default_ns().to_owned(),
-            Some("xmlns") => return Err(bad_prefix("element with the xmlns prefix")),
-            Some(pre) => self
-                .lookup(pre)
-                .ok_or_else(|| bad_prefix("unbound element prefix"))?
-                .to_owned(),
-        };
-        let mut attrs: Vec<Attr> = Vec::with_capacity(plain.len());
-        for (prefix, name, value) in plain {
-            let ans = match prefix.as_deref() {
-                None => String::new(),
-                Some(pre) => self
-                    .lookup(pre)
-                    .ok_or_else(|| bad_prefix("unbound attribute prefix"))?
-                    .to_owned(),
-            };
-            if attrs.iter().any(|a| a.ns == ans && a.name == name) {
-                return Err(FramingError::NotWellFormed("duplicate attribute".into()));
-            }
-            attrs.push(Attr {
-                ns: ans,
-                name,
-                value,
-            });
-        }
-        Ok(Element::from_parts(
-            p.name,
-            ns::canonical(&ns).to_owned(),
-            attrs,
-        ))
     }
 }
 
@@ -446,13 +418,22 @@ const MAX_TOKEN: usize = 32 * 1024;
 
 const XMLNS_NS: &str = "http://www.w3.org/2000/xmlns/";
 
+static XML_NS: Namespace = Namespace::from_static(ns::XML);
+
 fn bad_prefix(why: &str) -> FramingError {
     FramingError::BadNamespacePrefix(why.to_owned())
 }
 
-fn classify(e: rxml::Error) -> FramingError {
+/// The longest single token rxml buffers under `limits`.
+fn max_token(limits: Limits) -> usize {
+    limits.max_stanza_size.clamp(64, MAX_TOKEN)
+}
+
+fn classify(e: rxml::Error, max_token: usize) -> FramingError {
     use rxml::Error as E;
     match e {
+        // rxml's report of a token over `max_token_length` (its wording, checked by a test).
+        E::RestrictedXml("long name or reference") => FramingError::TokenTooLong(max_token),
         E::RestrictedXml(what) => FramingError::Restricted(what.to_owned()),
         E::UndeclaredEntity => FramingError::Restricted("entity reference".to_owned()),
         // `<!` that is neither a comment nor CDATA is a declaration: DOCTYPE, ENTITY, ELEMENT.
@@ -475,6 +456,9 @@ impl Element {
         )
     }
 }
+
+#[path = "framing_ns.rs"]
+mod resolve;
 
 #[cfg(test)]
 #[path = "framing_tests.rs"]

@@ -220,11 +220,18 @@ fn enforces_stanza_size() {
         "<message><body>xxxxxxxxxx</body></message>".repeat(200)
     );
     assert_eq!(parse_all(limits, many.as_bytes()).1, None);
-    // An endless attribute value or name fails without completing.
+    // An endless attribute value or name fails without completing, as a limit (not as
+    // restricted XML: rxml reports its token limit with that condition).
     let endless = format!("{HEADER}<message a='{}", "y".repeat(5000));
-    assert!(parse_all(limits, endless.as_bytes()).1.is_some());
+    assert_eq!(
+        parse_all(limits, endless.as_bytes()).1,
+        Some(FramingError::TokenTooLong(1000))
+    );
     let endless = format!("{HEADER}<message><{}", "y".repeat(5000));
-    assert!(parse_all(limits, endless.as_bytes()).1.is_some());
+    assert_eq!(
+        parse_all(limits, endless.as_bytes()).1,
+        Some(FramingError::TokenTooLong(1000))
+    );
 }
 
 #[test]
@@ -292,4 +299,123 @@ fn error_is_sticky() {
     d.clear();
     let mut s = &b"<ok/>"[..];
     assert!(p.feed(&mut s).is_err());
+}
+
+#[test]
+fn namespaces_are_shared_not_copied() {
+    // Issue 13 item 7: every child inherited its own copy of the namespace. Now the tree's
+    // size does not depend on how long the inherited or prefixed namespace is.
+    let tree = |uri: &str| {
+        let input = format!(
+            "{HEADER}<a xmlns='{uri}' xmlns:p='{uri}'>{}</a>",
+            "<b p:x='1'/>".repeat(100)
+        );
+        let s = stanzas(&input);
+        assert!(s[0].children().all(|c| c.ns() == uri));
+        assert!(s[0].children().all(|c| c.attr_ns(uri, "x") == Some("1")));
+        s[0].memory_size()
+    };
+    let short = tree("urn:a");
+    let long = tree(&format!("urn:{}", "a".repeat(1000)));
+    // One shared copy of the long name (two declarations), not 200.
+    assert!(long < short + 3 * 1024, "{short} vs {long}");
+}
+
+#[test]
+fn refuses_long_namespace_names() {
+    let long = format!("urn:{}", "x".repeat(MAX_NAMESPACE_LEN));
+    let ok = format!("urn:{}", "x".repeat(MAX_NAMESPACE_LEN - 4));
+    assert_eq!(stanzas(&format!("{HEADER}<a xmlns='{ok}'/>")).len(), 1);
+    for bad in [
+        format!("{HEADER}<a xmlns='{long}'/>"),
+        format!("{HEADER}<a xmlns:p='{long}'/>"),
+        format!("<stream:stream xmlns='{long}'>"),
+    ] {
+        assert_eq!(
+            error_of(&bad),
+            FramingError::NamespaceTooLong(MAX_NAMESPACE_LEN)
+        );
+    }
+    // Undeclared prefixes and ordinary long attribute values are not namespaces.
+    let value = format!("{HEADER}<a x='{long}'/>");
+    assert_eq!(stanzas(&value).len(), 1);
+}
+
+#[test]
+fn enforces_elements_per_stanza() {
+    let limits = Limits {
+        max_elements: 10,
+        ..Limits::default()
+    };
+    // The stanza counts itself: 1 + 9 children pass, 1 + 10 do not.
+    let ok = format!("{HEADER}<a>{}</a>", "<b/>".repeat(9));
+    assert_eq!(parse_all(limits, ok.as_bytes()).1, None);
+    let many = format!("{HEADER}<a>{}</a>", "<b/>".repeat(10));
+    assert_eq!(
+        parse_all(limits, many.as_bytes()).1,
+        Some(FramingError::TooManyElements(10))
+    );
+    // The count restarts per stanza, and nested elements count too.
+    let each = format!("{HEADER}{}", "<a><b><c/></b></a>".repeat(100));
+    assert_eq!(parse_all(limits, each.as_bytes()).1, None);
+    let nested = format!("{HEADER}<a>{}</a>", "<b><c/></b>".repeat(5));
+    assert_eq!(
+        parse_all(limits, nested.as_bytes()).1,
+        Some(FramingError::TooManyElements(10))
+    );
+}
+
+#[test]
+fn charges_memory_held_not_only_bytes() {
+    let limits = Limits {
+        max_stanza_size: 4096,
+        max_elements: 100_000,
+        ..Limits::default()
+    };
+    // 1,000 empty children are 4 KB on the wire but over 100 KB as a tree.
+    let empty = format!("{HEADER}<a>{}</a>", "<b/>".repeat(1000));
+    assert!(empty.len() - HEADER.len() < 4096);
+    assert_eq!(
+        parse_all(limits, empty.as_bytes()).1,
+        Some(FramingError::TooMuchMemory(limits.max_memory()))
+    );
+    // The same bytes as text are fine.
+    let text = format!("{HEADER}<a>{}</a>", "x".repeat(4000));
+    assert_eq!(parse_all(limits, text.as_bytes()).1, None);
+    // What a parsed stanza holds stays within the budget.
+    let some = format!("{HEADER}<a>{}</a>", "<b c='d'/>".repeat(20));
+    let (frames, err) = parse_all(limits, some.as_bytes());
+    assert_eq!(err, None);
+    let Some(Frame::Stanza(el)) = frames.last() else {
+        panic!("no stanza")
+    };
+    assert!(el.memory_size() <= limits.max_memory());
+}
+
+#[test]
+fn limits_change_between_stanzas() {
+    // Before authentication: a small stanza limit; afterwards the full one, on the same stream
+    // (dialback) or after a restart (SASL).
+    let full = Limits::default();
+    let pre = full.before_authentication(8192);
+    let mut p = StreamParser::new(pre);
+    let mut d = HEADER.as_bytes();
+    assert!(matches!(p.feed(&mut d), Ok(Some(Frame::StreamOpen(_)))));
+    let big = format!("<message><body>{}</body></message>", "x".repeat(10_000));
+    p.set_limits(full);
+    let mut d = big.as_bytes();
+    assert!(matches!(p.feed(&mut d), Ok(Some(Frame::Stanza(_)))));
+    assert_eq!(p.limits(), full);
+    let mut p = StreamParser::new(pre);
+    let input = format!("{HEADER}{big}");
+    let mut d = input.as_bytes();
+    let _ = p.feed(&mut d);
+    assert_eq!(p.feed(&mut d).err(), Some(FramingError::TooLarge(8192)));
+    let many = format!("{HEADER}<a>{}</a>", "<b/>".repeat(300));
+    assert_eq!(
+        parse_all(pre, many.as_bytes()).1,
+        Some(FramingError::TooManyElements(
+            crate::limits::PRE_AUTH_MAX_ELEMENTS
+        ))
+    );
 }

@@ -4,6 +4,8 @@
 //!   limits on size, depth and attributes.
 //! - [`element`]: the routed unit and its serialiser.
 //! - [`error`]: stream and stanza errors.
+//! - [`limits`]: what one stanza may cost (bytes, memory, elements, depth).
+//! - [`namespace`]: namespace names shared between the elements that carry them.
 //! - [`ns`]: namespace names.
 //! - [`jid`]: JIDs (RFC 7622), from the `jid` crate.
 #![forbid(unsafe_code)]
@@ -12,6 +14,8 @@
 pub mod element;
 pub mod error;
 pub mod framing;
+pub mod limits;
+pub mod namespace;
 pub mod ns;
 
 /// JIDs (RFC 7622), normalised with stringprep profiles by the `jid` crate.
@@ -20,3 +24,4 @@ pub use jid;
 pub use element::{Attr, Element, Node};
 pub use error::{ErrorType, StanzaCondition, StanzaError, StreamCondition, StreamError};
 pub use framing::{Frame, FramingError, Limits, StreamHeader, StreamParser, parse_element};
+pub use namespace::Namespace;

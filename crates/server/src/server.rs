@@ -78,8 +78,11 @@ pub struct Server {
     pub acceptor: TlsAcceptor,
     /// The served domains, lower-case.
     pub domains: HashSet<String>,
-    /// Framing limits for every stream.
+    /// Framing limits for every stream once the peer is authenticated.
     pub limits: Limits,
+    /// Framing limits before the peer is authenticated (`[limits] pre_auth_stanza_size`):
+    /// a connection that has proven nothing holds little.
+    pub pre_auth_limits: Limits,
     /// Failed logins per account.
     pub failures_by_account: WindowCounter<String>,
     /// Failed logins per client address.
@@ -273,7 +276,9 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         max_stanza_size: l.max_stanza_size,
         max_depth: l.max_depth,
         max_attributes: l.max_attributes,
+        max_elements: l.max_elements,
     };
+    let pre_auth_limits = limits.before_authentication(l.pre_auth_stanza_size);
     let window = l.login_failure_window.get();
     let federation = if config.federation.enabled {
         let f = &config.federation;
@@ -307,6 +312,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         unauthenticated: Arc::new(Semaphore::new(l.max_unauthenticated as usize)),
         caps_ver: disco::server_caps_ver(&config),
         limits,
+        pre_auth_limits,
         storage,
         router: Router::new(),
         tls,

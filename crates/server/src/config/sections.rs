@@ -308,9 +308,20 @@ impl Default for C2sConfig {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsConfig {
-    /// Largest stanza (and stream header) in bytes; a bigger one closes the stream with
-    /// `<policy-violation/>`. Default 262144; bounds 4096..=16777216.
+    /// Largest stanza (and stream header) in bytes once the peer is authenticated; a bigger one
+    /// closes the stream with `<policy-violation/>`. Advertised after authentication (XEP-0478).
+    /// A stanza may also hold at most 16 times this in memory (element-dense stanzas cost more
+    /// than their bytes); over that, the same error. Default 262144; bounds 4096..=16777216.
     pub max_stanza_size: usize,
+    /// Largest stanza in bytes before the client or server has authenticated (STARTTLS, SASL,
+    /// XEP-0077 registration, dialback need a few KiB); at most `max_stanza_size`. Before
+    /// authentication a stanza may also have at most 256 elements. Over either the stream is
+    /// closed with `<policy-violation/>`. Default 8192; bounds 1024..=65536.
+    pub pre_auth_stanza_size: usize,
+    /// Most elements in one stanza, the stanza itself included; one more closes the stream with
+    /// `<policy-violation/>`. Real stanzas stay far below (a 500-room XEP-0048 bookmark list is
+    /// about 1,000, an OMEMO bundle about 100). Default 10000; bounds 16..=1000000.
+    pub max_elements: usize,
     /// Deepest element nesting inside a stanza. Default 32; bounds 1..=256.
     pub max_depth: usize,
     /// Most attributes on one element. Default 64; bounds 1..=1024.
@@ -349,6 +360,10 @@ pub struct LimitsConfig {
 impl LimitsConfig {
     /// Bounds of `max_stanza_size`.
     pub const MAX_STANZA_SIZE: RangeInclusive<usize> = 4096..=16 * 1024 * 1024;
+    /// Bounds of `pre_auth_stanza_size`.
+    pub const PRE_AUTH_STANZA_SIZE: RangeInclusive<usize> = 1024..=65536;
+    /// Bounds of `max_elements`.
+    pub const MAX_ELEMENTS: RangeInclusive<usize> = 16..=1_000_000;
     /// Bounds of `max_depth`.
     pub const MAX_DEPTH: RangeInclusive<usize> = 1..=256;
     /// Bounds of `max_attributes`.
@@ -378,6 +393,12 @@ impl LimitsConfig {
             self.max_stanza_size,
             Self::MAX_STANZA_SIZE,
         );
+        c.range(
+            "pre_auth_stanza_size",
+            self.pre_auth_stanza_size,
+            Self::PRE_AUTH_STANZA_SIZE,
+        );
+        c.range("max_elements", self.max_elements, Self::MAX_ELEMENTS);
         c.range("max_depth", self.max_depth, Self::MAX_DEPTH);
         c.range("max_attributes", self.max_attributes, Self::MAX_ATTRIBUTES);
         c.at_least("read_rate", self.read_rate, Self::MIN_READ_RATE);
@@ -420,6 +441,8 @@ impl Default for LimitsConfig {
     fn default() -> Self {
         Self {
             max_stanza_size: 262_144,
+            pre_auth_stanza_size: 8192,
+            max_elements: 10_000,
             max_depth: 32,
             max_attributes: 64,
             read_rate: 262_144,

@@ -39,7 +39,7 @@ pub struct Unacked {
     /// Set for a message replayed from the offline store: its row there, deleted only once
     /// the client acknowledged it (and left in place if it never does).
     pub offline_seq: Option<i64>,
-    /// What it holds in memory (see `router::held_bytes`), for the byte bound.
+    /// What it holds in memory (`Element::memory_size`), for the byte bound.
     bytes: usize,
 }
 
@@ -159,7 +159,7 @@ impl Sm {
         if self.first_unrequested.is_none() && self.requested.is_none() {
             self.first_unrequested = Some(now);
         }
-        let bytes = crate::router::held_bytes(&el);
+        let bytes = el.memory_size();
         self.bytes += bytes;
         self.unacked.push_back(Unacked {
             el,

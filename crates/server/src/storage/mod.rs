@@ -394,6 +394,7 @@ pub fn parse_stored(xml: &str) -> Result<zorg_proto::Element, zorg_proto::Framin
             max_stanza_size: 16 * 1024 * 1024,
             max_depth: 256,
             max_attributes: 1024,
+            max_elements: 1_000_000,
         },
     )
 }

@@ -75,7 +75,7 @@ async fn negotiate(
                 .map(|c| c.end_point_hash.clone()),
         }
     };
-    let mut s = XmlStream::new(tls, server.limits, server.config.limits.read_rate);
+    let mut s = XmlStream::new(tls, server.pre_auth_limits, server.config.limits.read_rate);
     let (domain, lang) = open_stream(server, &mut s).await?;
     let auth = Auth {
         server,
@@ -87,6 +87,8 @@ async fn negotiate(
     s.queue_features(&auth_features(server, &auth.offered, &bindings));
     s.flush().await.ok()?;
     let bare = authenticate(&auth, &mut s).await?;
+    // Authenticated: the full stanza limits from the restarted stream on.
+    s.set_limits(server.limits);
     s.restart();
     let (domain2, _) = open_stream(server, &mut s).await?;
     if domain2 != domain {
@@ -117,7 +119,7 @@ enum BindStep {
 
 /// Plain-text phase of port 5222: header, `<starttls/>` required, `<proceed/>`.
 async fn starttls(server: &Arc<Server>, tcp: TcpStream) -> Option<TcpStream> {
-    let mut s = XmlStream::new(tcp, server.limits, server.config.limits.read_rate);
+    let mut s = XmlStream::new(tcp, server.pre_auth_limits, server.config.limits.read_rate);
     open_stream(server, &mut s).await?;
     require_starttls(s).await
 }
@@ -262,13 +264,14 @@ async fn send_header_and_fail<S: AsyncRead + AsyncWrite + Unpin>(
     s.fail(&err).await;
 }
 
-fn limits_feature(server: &Server) -> Element {
-    // XEP-0478: tell the client our stanza size limit and how long a silent stream may idle.
+/// XEP-0478: the stanza size limit of this stream and how long a silent stream may idle.
+/// Before authentication that is the small limit, afterwards the full one (§3: limits may
+/// change with each new set of stream features).
+pub(crate) fn limits_feature(limits: &zorg_proto::Limits, idle: std::time::Duration) -> Element {
     let mut l = Element::new("limits", ns::STREAM_LIMITS).with_child(
-        Element::new("max-bytes", ns::STREAM_LIMITS)
-            .with_text(server.limits.max_stanza_size.to_string()),
+        Element::new("max-bytes", ns::STREAM_LIMITS).with_text(limits.max_stanza_size.to_string()),
     );
-    let idle = server.config.c2s.idle_timeout.get().as_secs();
+    let idle = idle.as_secs();
     if idle > 0 {
         l.push_child(Element::new("idle-seconds", ns::STREAM_LIMITS).with_text(idle.to_string()));
     }
@@ -296,7 +299,10 @@ fn auth_features(
     if server.config.registration.enabled {
         f.push(Element::new("register", ns::REGISTER_FEATURE));
     }
-    f.push(limits_feature(server));
+    f.push(limits_feature(
+        &server.pre_auth_limits,
+        server.config.c2s.idle_timeout.get(),
+    ));
     f
 }
 
@@ -311,7 +317,7 @@ fn bound_features(server: &Server) -> Vec<Element> {
         Element::new("sm", ns::SM),
         Element::new("csi", ns::CSI),
         crate::modules::disco::caps_element(server),
-        limits_feature(server),
+        limits_feature(&server.limits, server.config.c2s.idle_timeout.get()),
     ]
 }
 

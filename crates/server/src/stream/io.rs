@@ -108,6 +108,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> XmlStream<S> {
         self.parser = StreamParser::new(self.limits);
     }
 
+    /// Changes the framing limits from the next stanza on (and for every restarted stream):
+    /// streams start with the small pre-authentication limits and get the full ones once the
+    /// peer has authenticated. The read burst follows the stanza limit.
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.limits = limits;
+        self.parser.set_limits(limits);
+        self.rate.burst = limits.max_stanza_size.max(1) as f64;
+    }
+
     /// Gives back the I/O object for a TLS upgrade. Fails if the peer pipelined data after
     /// `<starttls/>` (RFC 6120 §5.4.3.3 forbids it, and it would be read in the clear);
     /// whitespace (go-xmpp sends a newline after each element) is dropped.
@@ -362,5 +371,44 @@ mod tests {
         assert!(matches!(s.next_frame().await.unwrap(), Frame::Stanza(e) if e.name() == "c"));
         drop(w.await.unwrap());
         assert!(matches!(s.next_frame().await, Err(ReadError::Closed)));
+    }
+
+    #[tokio::test]
+    async fn limits_grow_after_authentication() {
+        // Before authentication a 10 KB stanza ends the stream; after `set_limits` (dialback,
+        // same stream) or `set_limits` + `restart` (SASL) it passes.
+        let full = Limits::default();
+        let pre = full.before_authentication(8192);
+        let header = b"<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>";
+        let big = format!("<message><body>{}</body></message>", "x".repeat(10_000));
+        let (client, server) = tokio::io::duplex(1 << 16);
+        let mut c = client;
+        let mut s = XmlStream::new(server, pre, 1 << 20);
+        c.write_all(header).await.unwrap();
+        c.write_all(big.as_bytes()).await.unwrap();
+        s.next_frame().await.unwrap();
+        assert!(matches!(
+            s.next_frame().await,
+            Err(ReadError::Framing(FramingError::TooLarge(8192)))
+        ));
+        for restart in [false, true] {
+            let (client, server) = tokio::io::duplex(1 << 16);
+            let mut c = client;
+            let mut s = XmlStream::new(server, pre, 1 << 20);
+            c.write_all(header).await.unwrap();
+            c.write_all(b"<auth/>").await.unwrap();
+            s.next_frame().await.unwrap();
+            s.next_frame().await.unwrap();
+            s.set_limits(full);
+            if restart {
+                s.restart();
+                c.write_all(header).await.unwrap();
+                s.next_frame().await.unwrap();
+            }
+            c.write_all(big.as_bytes()).await.unwrap();
+            assert!(
+                matches!(s.next_frame().await.unwrap(), Frame::Stanza(e) if e.name() == "message")
+            );
+        }
     }
 }

@@ -340,6 +340,7 @@ fn stored_form(xml: &str) -> Option<Element> {
         max_stanza_size: MAX_FORM * 2,
         max_depth: 8,
         max_attributes: 8,
+        max_elements: 1024,
     };
     match zorg_proto::parse_element(xml, limits) {
         Ok(e) => Some(e),

@@ -20,7 +20,7 @@ use zorg_proto::{Element, Frame, StreamCondition, StreamError, ns};
 use super::{HeaderError, Peers, decode_authzid, dialback, header, header_with, read_header};
 use crate::federation::{Federation, incoming};
 use crate::server::Server;
-use crate::stream::c2s::{next_element, require_starttls};
+use crate::stream::c2s::{limits_feature, next_element, require_starttls};
 use crate::stream::io::{ReadError, XmlStream};
 use crate::tls::trust::PeerRole;
 
@@ -86,7 +86,7 @@ async fn negotiate(
         .peer_certificates()
         .map(|c| c.iter().map(|c| c.clone().into_owned()).collect())
         .unwrap_or_default();
-    let mut s = XmlStream::new(tls, server.limits, server.config.limits.read_rate);
+    let mut s = XmlStream::new(tls, server.pre_auth_limits, server.config.limits.read_rate);
     let peers = open(server, &mut s, true).await?;
     let verdict = fed.check(PeerRole::Inbound, &chain, &peers.from, UnixTime::now());
     let dialback = server.config.federation.dialback;
@@ -196,6 +196,7 @@ async fn negotiate(
     }
     s.queue_raw(b"<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>");
     s.flush().await.ok()?;
+    s.set_limits(server.limits);
     s.restart();
     let again = open(server, &mut s, true).await?;
     if (&again.from, &again.to) != (&peers.from, &peers.to) {
@@ -203,7 +204,8 @@ async fn negotiate(
             .await;
         return None;
     }
-    s.queue_features(&[]);
+    let idle = server.config.federation.idle_timeout.get();
+    s.queue_features(&[limits_feature(&server.limits, idle)]);
     s.flush().await.ok()?;
     tracing::info!(%peer, remote = %peers.from, local = %peers.to, "inbound s2s link accepted");
     link.authenticated_by_sasl(&peers.from);
@@ -217,7 +219,7 @@ async fn negotiate(
 
 /// Plain-text phase of `[s2s] listen`: header, `<starttls/>` required, `<proceed/>`.
 async fn starttls(server: &Arc<Server>, tcp: TcpStream) -> Option<TcpStream> {
-    let mut s = XmlStream::new(tcp, server.limits, server.config.limits.read_rate);
+    let mut s = XmlStream::new(tcp, server.pre_auth_limits, server.config.limits.read_rate);
     open(server, &mut s, false).await?;
     require_starttls(s).await
 }
@@ -284,6 +286,7 @@ async fn run(
         if pre_auth.is_some() && link.authenticated() {
             // The first domain pair dialback authorised: no longer a pre-authentication link.
             pre_auth = None;
+            s.set_limits(server.limits);
         }
         if s.has_pending_writes() && s.flush().await.is_err() {
             break;

@@ -288,7 +288,9 @@ async fn starttls(
     remote: &str,
     gone: &impl Fn(&str) -> Failure,
 ) -> Result<TcpStream, Failure> {
-    let mut s = XmlStream::new(tcp, server.limits, server.config.limits.read_rate);
+    // Nothing is authenticated before TLS: the peer's plain-text header and features get the
+    // small limits.
+    let mut s = XmlStream::new(tcp, server.pre_auth_limits, server.config.limits.read_rate);
     let (_, features) = open(&mut s, local, remote, false)
         .await
         .map_err(|e| e.failure(remote, "did not open a stream", gone))?;
