@@ -178,6 +178,14 @@ fn every_bound_is_checked() {
         ("limits", "login_failure_window = \"2d\"", "limits.login_failure_window", "between"),
         ("limits", "max_resources_per_account = 0", "limits.max_resources_per_account", "between 1"),
         ("limits", "max_resources_per_account = 1025", "limits.max_resources_per_account", "1024"),
+        ("limits", "max_roster_items = 9", "limits.max_roster_items", "between 10 and 100000"),
+        ("limits", "max_roster_items = 100001", "limits.max_roster_items", "between 10"),
+        ("limits", "max_pending_subscriptions = 0", "limits.max_pending_subscriptions", "between 1 and 10000"),
+        ("limits", "max_blocklist_items = 100001", "limits.max_blocklist_items", "between 10 and 100000"),
+        ("limits", "max_directed_presence = 7", "limits.max_directed_presence", "between 8 and 10000"),
+        ("limits", "max_presence_size = 511", "limits.max_presence_size", "between 512 and 65536"),
+        ("limits", "max_presence_size = 65537", "limits.max_presence_size", "between 512"),
+        ("limits", "account_cache_capacity = 999", "limits.account_cache_capacity", "between 1000 and 10000000"),
         ("log", "level = \"loud\"", "log.level", "not a level"),
         ("log", "level = \"info,my crate=debug\"", "log.level", "not a target"),
         ("log", "format = \"xml\"", "log.format", "human"),
@@ -457,9 +465,11 @@ fn load_reads_resolves_and_reports_with_the_file_name() {
         err.to_string(),
         format!(
             "{shown}:4: limits.max_depth: must be between 1 and 256, not 0\n\
-             {shown}:5: limits.x: unknown key `x`; known keys here: login_failure_window, \
-             login_failures_per_account, login_failures_per_ip, max_attributes, max_depth, \
-             max_offline_per_account, max_resources_per_account, max_stanza_size, \
+             {shown}:5: limits.x: unknown key `x`; known keys here: account_cache_capacity, \
+             login_failure_window, login_failures_per_account, login_failures_per_ip, \
+             max_attributes, max_blocklist_items, max_depth, max_directed_presence, \
+             max_offline_per_account, max_pending_subscriptions, max_presence_size, \
+             max_resources_per_account, max_roster_items, max_stanza_size, \
              max_unauthenticated, pre_auth_timeout, read_rate"
         )
     );
