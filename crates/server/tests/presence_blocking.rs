@@ -144,8 +144,24 @@ async fn a_blocked_contact_gets_one_unavailable_then_no_presence() {
         show(&got)
     );
 
-    // Nor does the unavailable presence when her sessions end: Carol, the next contact in the
-    // same broadcast, gets hers first, then the barrier goes to Bob.
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn a_blocked_contact_gets_nothing_when_the_user_goes_offline() {
+    let t = TestServer::start().await;
+    let (mut alice, mut bob, mut carol) = three_online(&t).await;
+    let mut alice2 = t.login("alice", "a2").await;
+    alice2.available().await;
+    bob.expect("alice2's presence", |e| presence_from(e, "alice@localhost/a2"))
+        .await;
+    block(&mut alice, "bob@localhost").await;
+    for _ in 0..2 {
+        let p = bob.next().await;
+        assert_eq!(p.attr("type"), Some("unavailable"), "{}", p.to_xml(""));
+    }
+    // The unavailable presence when her sessions end does not reach him: Carol, the next
+    // contact in the same broadcast, gets hers first, then the barrier goes to Bob.
     drop(alice2);
     carol
         .expect("alice2 gone", |e| {
