@@ -153,8 +153,10 @@ async fn a_blocked_contact_gets_nothing_when_the_user_goes_offline() {
     let (mut alice, mut bob, mut carol) = three_online(&t).await;
     let mut alice2 = t.login("alice", "a2").await;
     alice2.available().await;
-    bob.expect("alice2's presence", |e| presence_from(e, "alice@localhost/a2"))
-        .await;
+    bob.expect("alice2's presence", |e| {
+        presence_from(e, "alice@localhost/a2")
+    })
+    .await;
     block(&mut alice, "bob@localhost").await;
     for _ in 0..2 {
         let p = bob.next().await;

@@ -197,7 +197,7 @@ async fn pending_requests_are_capped_and_kept_small() {
     assert_eq!(items.len(), 2);
     for i in &items {
         let xml = i.pending_in_stanza.as_deref().unwrap();
-        assert!(xml.len() < 400, "{} bytes kept: {xml}", xml.len());
+        assert!(xml.len() < 400, "{} bytes kept", xml.len());
     }
     // Alice logs in and gets the two requests, as kept.
     let mut alice = t.login("alice", "a").await;
@@ -361,8 +361,7 @@ async fn a_presence_too_big_to_store_is_refused_and_not_sent() {
         assert_eq!(
             error_of(e),
             ("policy-violation".into(), "modify".into()),
-            "{}",
-            e.to_xml("")
+            "{id}"
         );
     }
     alice
