@@ -10,25 +10,10 @@
 mod common;
 
 use common::fed::{Ca, online, pair};
-use common::transcript::{message_id, presence_from, show, until};
+use common::transcript::{message_id, presence_from, set_roster as roster, show, until};
 use common::{Client, TestServer};
 use zorg_proto::{Element, ns};
-use zorg_server::storage::{RosterItem, RosterStore, Subscription};
-
-/// Stores `owner`'s roster item for `contact` directly: the handshake is tested elsewhere.
-async fn roster(t: &TestServer, owner: &str, contact: &str, subscription: Subscription) {
-    let item = RosterItem {
-        jid: contact.into(),
-        subscription,
-        visible: true,
-        ..Default::default()
-    };
-    t.server()
-        .storage
-        .put_roster_item(owner, &item)
-        .await
-        .unwrap();
-}
+use zorg_server::storage::Subscription;
 
 fn is_available(e: &Element) -> bool {
     e.name() == "presence" && e.attr("type").is_none()

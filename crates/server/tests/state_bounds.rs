@@ -7,10 +7,10 @@
 
 mod common;
 
-use common::transcript::{message_id, presence_from, show, until};
+use common::transcript::{message_id, presence_from, set_roster, show, until};
 use common::{Client, TestServer};
 use zorg_proto::{Element, ns};
-use zorg_server::storage::{RosterItem, RosterStore, Subscription};
+use zorg_server::storage::{RosterStore, Subscription};
 
 /// Sends a ping to the server and returns every stanza that came before its answer: the
 /// session's own replies to what it sent before (those keep their order).
@@ -25,13 +25,13 @@ async fn replies(c: &mut Client) -> Vec<Element> {
 
 /// The condition and type of an error stanza.
 fn error_of(e: &Element) -> (String, String) {
-    let err = e.get_child("error", ns::CLIENT).expect("an <error/>");
-    let cond = err
-        .children()
-        .find(|c| c.ns() == ns::STANZA_ERRORS && c.name() != "text")
-        .map(|c| c.name().to_owned())
-        .unwrap_or_default();
-    (cond, err.attr("type").unwrap_or_default().to_owned())
+    let ty = e
+        .get_child("error", ns::CLIENT)
+        .and_then(|err| err.attr("type"));
+    (
+        common::fed::error_of(e).0,
+        ty.unwrap_or_default().to_owned(),
+    )
 }
 
 async fn users(t: &TestServer, names: &[&str]) {
@@ -310,22 +310,8 @@ async fn directed_presence_is_tracked_for_a_bounded_number_of_entities() {
 async fn a_presence_too_big_to_store_is_refused_and_not_sent() {
     let t = TestServer::start().await;
     users(&t, &["alice", "bob"]).await;
-    let item = |jid: &str, subscription| RosterItem {
-        jid: jid.into(),
-        subscription,
-        visible: true,
-        ..Default::default()
-    };
-    let s = &t.server().storage;
-    s.put_roster_item(
-        "alice@localhost",
-        &item("bob@localhost", Subscription::From),
-    )
-    .await
-    .unwrap();
-    s.put_roster_item("bob@localhost", &item("alice@localhost", Subscription::To))
-        .await
-        .unwrap();
+    set_roster(&t, "alice@localhost", "bob@localhost", Subscription::From).await;
+    set_roster(&t, "bob@localhost", "alice@localhost", Subscription::To).await;
     let mut alice = t.login("alice", "a").await;
     alice
         .send("<presence><status>on ward 3</status></presence>")

@@ -4,8 +4,9 @@
 //! completed (a session's own replies, such as a ping answer, may overtake routed stanzas).
 
 use zorg_proto::Element;
+use zorg_server::storage::{RosterItem, RosterStore, Subscription};
 
-use super::Client;
+use super::{Client, TestServer};
 
 /// Reads stanzas until one matches `barrier` and returns the ones before it, in order; skips
 /// nothing. Panics after 200 stanzas or when a read times out.
@@ -38,4 +39,19 @@ pub fn show(stanzas: &[Element]) -> String {
         .map(|e| e.to_xml(""))
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// Stores `owner`'s roster item for `contact` directly (the handshake is tested elsewhere).
+pub async fn set_roster(t: &TestServer, owner: &str, contact: &str, subscription: Subscription) {
+    let item = RosterItem {
+        jid: contact.into(),
+        subscription,
+        visible: true,
+        ..Default::default()
+    };
+    t.server()
+        .storage
+        .put_roster_item(owner, &item)
+        .await
+        .unwrap();
 }
