@@ -4,6 +4,8 @@
 
 /// The NEN 7513 audit trail: typed events in a hash-chained log with signed checkpoints.
 pub mod audit;
+/// Bounded per-account caches (blocklists, archiving preferences) that never go stale.
+pub mod cache;
 pub mod config;
 /// Encryption at rest: key-encryption key, data keys, AES-256-GCM records.
 pub mod crypto;

@@ -95,14 +95,16 @@ pub struct Server {
     pub fake_secret: [u8; 32],
     /// XEP-0115 verification string of the server's disco#info.
     pub caps_ver: String,
-    /// Blocklists of accounts, cached because every routed stanza checks them (XEP-0191).
-    pub blocklists: dashmap::DashMap<String, Arc<Vec<String>>>,
+    /// Blocklists of existing accounts, cached because every routed stanza checks them
+    /// (XEP-0191); bounded by `[limits] account_cache_capacity`.
+    pub blocklists: crate::cache::AccountCache<Vec<String>>,
     /// Accounts that may hold offline messages, with a counter bumped at every store: a login
     /// of any other account skips the offline query (see `message::deliver_offline`). Only this
     /// process stores offline messages, so the set is exact after it is read at start.
     pub offline_hints: dashmap::DashMap<String, u64>,
-    /// XEP-0313 archiving preferences, cached because every archived message reads them.
-    pub archive_prefs: dashmap::DashMap<String, Arc<crate::storage::archive::Prefs>>,
+    /// XEP-0313 archiving preferences of existing accounts, cached because every archived
+    /// message reads them; bounded by `[limits] account_cache_capacity`.
+    pub archive_prefs: crate::cache::AccountCache<crate::storage::archive::Prefs>,
     /// XEP-0357: notification bursts and publishes awaiting the app server's answer.
     pub push: crate::modules::push::PushState,
     /// Server-to-server links, when `[federation] enabled`.
@@ -318,9 +320,11 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         tls,
         acceptor,
         fake_secret,
-        blocklists: dashmap::DashMap::new(),
+        blocklists: crate::cache::AccountCache::new(l.account_cache_capacity, Vec::len),
         offline_hints,
-        archive_prefs: dashmap::DashMap::new(),
+        archive_prefs: crate::cache::AccountCache::new(l.account_cache_capacity, |p| {
+            p.always.len() + p.never.len()
+        }),
         push: Default::default(),
         federation,
         shutdown: shutdown_rx,

@@ -355,6 +355,28 @@ pub struct LimitsConfig {
     /// `wait`); the recipient stays connected. Default 2097152 (2 MiB); bounds
     /// 65536..=268435456.
     pub max_session_queue_bytes: u32,
+    /// Contacts in one roster (RFC 6121 §2). A roster set or subscription that would add one
+    /// more gets `not-acceptable` (type cancel). Default 1000; bounds 10..=100000.
+    pub max_roster_items: u32,
+    /// Unanswered subscription requests kept for one account from contacts not in its roster
+    /// (RFC 6121 §3.1.3); a further request is bounced with `resource-constraint` (type wait).
+    /// Default 100; bounds 1..=10000.
+    pub max_pending_subscriptions: u32,
+    /// Items in one blocklist (XEP-0191); a block that would exceed it gets `not-acceptable`
+    /// (type cancel). Default 1000; bounds 10..=100000.
+    pub max_blocklist_items: u32,
+    /// Entities one session may have sent directed available presence to (RFC 6121 §4.6),
+    /// each sent unavailable when it ends; one more gets `not-acceptable` (type cancel).
+    /// Default 256; bounds 8..=10000.
+    pub max_directed_presence: u32,
+    /// Largest presence stanza a client may send, in bytes as serialised: the server stores a
+    /// session's presence and sends it to every contact and every probe. A bigger one gets
+    /// `policy-violation` (type modify). Default 4096; bounds 512..=65536.
+    pub max_presence_size: usize,
+    /// Weight each in-memory cache of per-account data (blocklists, archiving preferences)
+    /// may hold: one per account plus one per JID listed; least-used entries are evicted and
+    /// read again from the database when needed. Default 100000; bounds 1000..=10000000.
+    pub account_cache_capacity: u64,
 }
 
 impl LimitsConfig {
@@ -382,6 +404,18 @@ impl LimitsConfig {
     pub const MAX_RESOURCES_PER_ACCOUNT: RangeInclusive<u32> = 1..=1024;
     /// Bounds of `max_session_queue_bytes`.
     pub const MAX_SESSION_QUEUE_BYTES: RangeInclusive<u32> = 65_536..=268_435_456;
+    /// Bounds of `max_roster_items`.
+    pub const MAX_ROSTER_ITEMS: RangeInclusive<u32> = 10..=100_000;
+    /// Bounds of `max_pending_subscriptions`.
+    pub const MAX_PENDING_SUBSCRIPTIONS: RangeInclusive<u32> = 1..=10_000;
+    /// Bounds of `max_blocklist_items`.
+    pub const MAX_BLOCKLIST_ITEMS: RangeInclusive<u32> = 10..=100_000;
+    /// Bounds of `max_directed_presence`.
+    pub const MAX_DIRECTED_PRESENCE: RangeInclusive<u32> = 8..=10_000;
+    /// Bounds of `max_presence_size`.
+    pub const MAX_PRESENCE_SIZE: RangeInclusive<usize> = 512..=65_536;
+    /// Bounds of `account_cache_capacity`.
+    pub const ACCOUNT_CACHE_CAPACITY: RangeInclusive<u64> = 1_000..=10_000_000;
 
     pub(super) fn validate(&self, problems: &mut Vec<Problem>) {
         let mut c = Check {
@@ -434,6 +468,21 @@ impl LimitsConfig {
             queue,
             Self::MAX_SESSION_QUEUE_BYTES,
         );
+        let roster = self.max_roster_items;
+        c.range("max_roster_items", roster, Self::MAX_ROSTER_ITEMS);
+        let pending = self.max_pending_subscriptions;
+        let range = Self::MAX_PENDING_SUBSCRIPTIONS;
+        c.range("max_pending_subscriptions", pending, range);
+        let blocklist = self.max_blocklist_items;
+        c.range("max_blocklist_items", blocklist, Self::MAX_BLOCKLIST_ITEMS);
+        let directed = self.max_directed_presence;
+        let range = Self::MAX_DIRECTED_PRESENCE;
+        c.range("max_directed_presence", directed, range);
+        let presence = self.max_presence_size;
+        c.range("max_presence_size", presence, Self::MAX_PRESENCE_SIZE);
+        let cache = self.account_cache_capacity;
+        let range = Self::ACCOUNT_CACHE_CAPACITY;
+        c.range("account_cache_capacity", cache, range);
     }
 }
 
@@ -454,6 +503,12 @@ impl Default for LimitsConfig {
             login_failure_window: DurationStr::from_mins(5),
             max_resources_per_account: 16,
             max_session_queue_bytes: 2 << 20,
+            max_roster_items: 1000,
+            max_pending_subscriptions: 100,
+            max_blocklist_items: 1000,
+            max_directed_presence: 256,
+            max_presence_size: 4096,
+            account_cache_capacity: 100_000,
         }
     }
 }

@@ -6,10 +6,11 @@ use std::sync::Arc;
 use zorg_proto::jid::Jid;
 use zorg_proto::{Element, ErrorType, StanzaCondition, StanzaError, ns};
 
+use crate::cache::Loaded;
 use crate::modules::{iq_result, presence, push_to_interested};
 use crate::server::Server;
 use crate::session::Ctx;
-use crate::storage::BlocklistStore;
+use crate::storage::{AccountStore, BlocklistStore};
 
 /// Whether `item` (a blocklist entry) matches `candidate` (a full or bare JID), with the
 /// XEP-0016 §2.1 rules XEP-0191 refers to: full JID, bare JID, domain, or domain/resource.
@@ -28,22 +29,43 @@ pub fn matches(item: &str, candidate: &str) -> bool {
             .is_some_and(|r| item.strip_prefix(domain).and_then(|s| s.strip_prefix('/')) == Some(r))
 }
 
+/// The blocklist of the local account `owner`: cached for accounts that exist; an address
+/// nobody has (a message to a made-up JID) reads storage and is not kept, and a failed read is
+/// used once (as empty) and not kept either.
 async fn list(server: &Arc<Server>, owner: &str) -> Arc<Vec<String>> {
-    if let Some(l) = server.blocklists.get(owner) {
-        return l.clone();
-    }
+    let load = async {
+        let none = || Loaded {
+            value: Vec::new(),
+            cache: false,
+        };
+        match server.storage.account_exists(owner).await {
+            Ok(true) => {}
+            Ok(false) => return none(),
+            Err(e) => {
+                tracing::error!(error = %e, "reading a blocklist failed; treating it as empty for now");
+                return none();
+            }
+        }
+        match server.storage.blocklist(owner).await {
+            Ok(value) => Loaded { value, cache: true },
+            Err(e) => {
+                tracing::error!(error = %e, "reading a blocklist failed; treating it as empty for now");
+                none()
+            }
+        }
+    };
     // Boxed: a storage future is large, and this sits on the message path of every session.
-    let l = Arc::new(Box::pin(server.storage.blocklist(owner)).await.unwrap_or_else(|e| {
-        tracing::error!(error = %e, "reading a blocklist failed; treating it as empty for now");
-        Vec::new()
-    }));
-    server.blocklists.insert(owner.to_owned(), l.clone());
-    l
+    server.blocklists.get_or_load(owner, Box::pin(load)).await
 }
 
-/// Whether the local account `owner` blocks `candidate`.
+/// Whether the local account `owner` blocks `candidate`. An `owner` not served here has no
+/// blocklist here.
 pub async fn blocks(server: &Arc<Server>, owner: &str, candidate: &str) -> bool {
     if candidate.is_empty() {
+        return false;
+    }
+    let domain = owner.rsplit_once('@').map(|(_, d)| d);
+    if !domain.is_some_and(|d| server.serves(d)) {
         return false;
     }
     list(server, owner)
@@ -122,15 +144,26 @@ pub async fn handle_iq(ctx: &mut Ctx<'_>, el: Element) {
                     return;
                 }
             };
-            match server.storage.block(&owner, &items).await {
-                Ok(added) => {
-                    server.blocklists.remove(&owner);
+            let max = server.config.limits.max_blocklist_items;
+            match server.storage.block_within(&owner, &items, max).await {
+                Ok(Some(added)) => {
+                    server.blocklists.invalidate(&owner);
                     ctx.to_self.push(iq_result(&el, None));
                     push(&server, &owner, "block", &items);
-                    // XEP-0191 §3.3.1: the blocked contact stops seeing the user's presence.
-                    for jid in &added {
-                        presence::send_unavailable_from_all(&server, &owner, jid).await;
-                    }
+                    // XEP-0191 §3.3: the blocked contact gets unavailable presence, then none.
+                    presence::block::on_block(&server, &owner, &added, ctx.sess).await;
+                }
+                Ok(None) => {
+                    // `[limits] max_blocklist_items`; as for a full roster (RFC 6121 §2.3.3),
+                    // `not-acceptable`, type cancel: only unblocking others first helps.
+                    let text = format!(
+                        "your blocklist holds at most {max} items; unblock some first, or block \
+                         a whole domain"
+                    );
+                    let err = StanzaError::new(StanzaCondition::NotAcceptable)
+                        .with_type(ErrorType::Cancel)
+                        .with_text(text);
+                    ctx.reply_error(&el, err);
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "block failed");
@@ -148,7 +181,7 @@ pub async fn handle_iq(ctx: &mut Ctx<'_>, el: Element) {
             };
             match server.storage.unblock(&owner, &items).await {
                 Ok(removed) => {
-                    server.blocklists.remove(&owner);
+                    server.blocklists.invalidate(&owner);
                     ctx.to_self.push(iq_result(&el, None));
                     // An empty unblock means "all" and is pushed as such.
                     push(
@@ -157,6 +190,8 @@ pub async fn handle_iq(ctx: &mut Ctx<'_>, el: Element) {
                         "unblock",
                         if items.is_empty() { &[] } else { &removed },
                     );
+                    // XEP-0191 §3.4: presence flows again, both ways.
+                    presence::block::on_unblock(&server, &owner, &removed).await;
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "unblock failed");

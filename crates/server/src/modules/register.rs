@@ -180,7 +180,8 @@ pub async fn handle_bound(ctx: &mut Ctx<'_>, el: Element) {
                     };
                     let _ = server.audit.record_durable(ev).await;
                     tracing::info!(account = %bare, "account removed by its user");
-                    server.blocklists.remove(&bare);
+                    server.blocklists.invalidate(&bare);
+                    server.archive_prefs.invalidate(&bare);
                     ctx.to_self.push(iq_result(&el, None));
                     for h in server.router.sessions(&bare) {
                         let _ = h.tx.try_send(Outbound::close(

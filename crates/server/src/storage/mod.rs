@@ -188,6 +188,15 @@ pub trait RosterStore {
         owner: &str,
         item: &RosterItem,
     ) -> impl Future<Output = Result<u64, StorageError>> + Send;
+    /// Like [`RosterStore::put_roster_item`], but `Ok(None)` (nothing written) when the item
+    /// would be one more visible (or hidden) item than `caps` allow; replacing an item that
+    /// already counts in the same class is always allowed.
+    fn put_roster_item_within(
+        &self,
+        owner: &str,
+        item: &RosterItem,
+        caps: types::RosterCaps,
+    ) -> impl Future<Output = Result<Option<u64>, StorageError>> + Send;
     /// Removes an item; `Some(new version)` if something was removed, `None` otherwise.
     fn remove_roster_item(
         &self,
@@ -263,6 +272,14 @@ pub trait BlocklistStore {
         owner: &str,
         jids: &[String],
     ) -> impl Future<Output = Result<Vec<String>, StorageError>> + Send;
+    /// Like [`BlocklistStore::block`], but `Ok(None)` (nothing written) when the new items
+    /// would take the list past `max` items.
+    fn block_within(
+        &self,
+        owner: &str,
+        jids: &[String],
+        max: u32,
+    ) -> impl Future<Output = Result<Option<Vec<String>>, StorageError>> + Send;
     /// Removes items; an empty slice unblocks all. Returns the removed items.
     fn unblock(
         &self,
@@ -476,6 +493,16 @@ impl RosterStore for Storage {
             Pool::Sqlite(db) => db.put_roster_item(owner, item).await,
         }
     }
+    async fn put_roster_item_within(
+        &self,
+        owner: &str,
+        item: &RosterItem,
+        caps: types::RosterCaps,
+    ) -> Result<Option<u64>, StorageError> {
+        match &self.pool {
+            Pool::Sqlite(db) => db.put_roster_item_within(owner, item, caps).await,
+        }
+    }
     async fn remove_roster_item(
         &self,
         owner: &str,
@@ -618,6 +645,16 @@ impl BlocklistStore for Storage {
     async fn block(&self, owner: &str, jids: &[String]) -> Result<Vec<String>, StorageError> {
         match &self.pool {
             Pool::Sqlite(db) => db.block(owner, jids).await,
+        }
+    }
+    async fn block_within(
+        &self,
+        owner: &str,
+        jids: &[String],
+        max: u32,
+    ) -> Result<Option<Vec<String>>, StorageError> {
+        match &self.pool {
+            Pool::Sqlite(db) => db.block_within(owner, jids, max).await,
         }
     }
     async fn unblock(&self, owner: &str, jids: &[String]) -> Result<Vec<String>, StorageError> {

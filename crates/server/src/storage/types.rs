@@ -120,3 +120,14 @@ pub struct RosterItem {
     /// delivered again at the user's next login (RFC 6121 §3.1.3).
     pub pending_in_stanza: Option<String>,
 }
+
+/// Per-account caps on stored roster items (`[limits] max_roster_items` and
+/// `max_pending_subscriptions`), checked inside the write's transaction so that concurrent writes
+/// cannot overshoot them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RosterCaps {
+    /// Most visible items: the roster as the user sees it.
+    pub visible: u32,
+    /// Most hidden items: requests from contacts not in the roster, kept until answered.
+    pub hidden: u32,
+}

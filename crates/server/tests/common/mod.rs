@@ -21,6 +21,7 @@ use zorg_server::storage::{AccountStore, ScramHash};
 mod client;
 pub mod fed;
 pub mod mam;
+pub mod transcript;
 
 pub use client::*;
 

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use zorg_proto::jid::Jid;
 use zorg_proto::{Element, StanzaCondition, StanzaError, ns};
 
+use crate::cache::Loaded;
 use crate::server::Server;
 use crate::session::Ctx;
 use crate::storage::StorageError;
@@ -33,24 +34,46 @@ fn internal(e: StorageError) -> StanzaError {
 }
 
 /// The account's preferences: cached, read from storage once, the server default otherwise.
+/// Only accounts that exist are cached (a message to a made-up address must not take a place),
+/// and a read that fails is used once, not kept.
 pub async fn prefs(server: &Arc<Server>, owner: &str) -> Arc<Prefs> {
-    if let Some(p) = server.archive_prefs.get(owner) {
-        return p.clone();
-    }
-    let stored = match server.storage.archive_prefs(owner).await {
-        Ok(p) => p,
-        Err(e) => {
-            tracing::warn!(error = %e, "reading archive preferences failed; using the default");
-            None
-        }
-    };
-    let p = Arc::new(stored.unwrap_or_else(|| Prefs {
+    let default = || Prefs {
         default: server.config.archive.default,
         always: Vec::new(),
         never: Vec::new(),
-    }));
-    server.archive_prefs.insert(owner.to_owned(), p.clone());
-    p
+    };
+    let load = async {
+        match crate::storage::AccountStore::account_exists(&server.storage, owner).await {
+            Ok(true) => {}
+            Ok(false) => {
+                return Loaded {
+                    value: default(),
+                    cache: false,
+                };
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "reading archive preferences failed; using the default");
+                return Loaded {
+                    value: default(),
+                    cache: false,
+                };
+            }
+        }
+        match server.storage.archive_prefs(owner).await {
+            Ok(p) => Loaded {
+                value: p.unwrap_or_else(default),
+                cache: true,
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, "reading archive preferences failed; using the default");
+                Loaded {
+                    value: default(),
+                    cache: false,
+                }
+            }
+        }
+    };
+    server.archive_prefs.get_or_load(owner, load).await
 }
 
 /// An IQ in `urn:xmpp:mam:2` from the account's own client.
@@ -222,11 +245,10 @@ async fn set_prefs(ctx: &mut Ctx<'_>, el: &Element) -> Result<Option<Element>, S
         .set_archive_prefs(ctx.bare(), &p)
         .await
         .map_err(internal)?;
-    let reply = prefs_element(&p);
-    ctx.server
-        .archive_prefs
-        .insert(ctx.bare().to_owned(), Arc::new(p));
-    Ok(Some(reply))
+    // Invalidated, not replaced: two sessions setting preferences at once would otherwise
+    // race to put their own in the cache; the next read loads what storage holds.
+    ctx.server.archive_prefs.invalidate(ctx.bare());
+    Ok(Some(prefs_element(&p)))
 }
 
 async fn metadata(ctx: &mut Ctx<'_>) -> Result<Option<Element>, StanzaError> {

@@ -1,6 +1,7 @@
 //! RFC 6121 §2: roster get (with versioning, §2.6), roster set and remove, roster pushes to
 //! interested resources. The subscription rules are in [`subscription`].
 
+pub mod pending;
 pub mod subscription;
 
 use std::sync::Arc;
@@ -11,6 +12,7 @@ use zorg_proto::{Element, StanzaCondition, StanzaError, ns};
 use crate::modules::{iq_result, presence, push_to_interested};
 use crate::server::Server;
 use crate::session::Ctx;
+use crate::storage::types::RosterCaps;
 use crate::storage::{RosterItem, RosterStore, StorageError};
 use subscription::{Effects, SubKind};
 
@@ -47,18 +49,46 @@ pub fn push(server: &Arc<Server>, owner: &str, ver: u64, item: Element) {
     push_to_interested(server, owner, &query);
 }
 
-/// Stores the result of a subscription transition and pushes what the user sees.
+/// The per-account roster caps of `[limits]`.
+pub fn caps(server: &Server) -> RosterCaps {
+    RosterCaps {
+        visible: server.config.limits.max_roster_items,
+        hidden: server.config.limits.max_pending_subscriptions,
+    }
+}
+
+/// The error for a roster that is full (`[limits] max_roster_items`). RFC 6121 §2.3.3 answers
+/// a roster set beyond a server-configured limit with `not-acceptable`; the type is `cancel`
+/// because no change to the same request helps, only removing other contacts first.
+pub fn roster_full(server: &Server) -> StanzaError {
+    let max = server.config.limits.max_roster_items;
+    StanzaError::new(StanzaCondition::NotAcceptable)
+        .with_type(zorg_proto::ErrorType::Cancel)
+        .with_text(format!(
+            "your roster is full ({max} contacts); remove contacts you no longer need first"
+        ))
+}
+
+/// Stores the result of a subscription transition and pushes what the user sees. `Ok(false)`
+/// when storing it would pass a roster cap ([`caps`]): then nothing changed.
 pub async fn apply(
     server: &Arc<Server>,
     owner: &str,
     before: Option<&RosterItem>,
     after: Option<RosterItem>,
     fx: &Effects,
-) -> Result<(), StorageError> {
+) -> Result<bool, StorageError> {
     match after {
         Some(item) if !fx.delete => {
             if fx.store || fx.push {
-                let ver = server.storage.put_roster_item(owner, &item).await?;
+                let caps = caps(server);
+                let Some(ver) = server
+                    .storage
+                    .put_roster_item_within(owner, &item, caps)
+                    .await?
+                else {
+                    return Ok(false);
+                };
                 if fx.push && item.visible {
                     push(server, owner, ver, item_element(&item));
                 }
@@ -73,7 +103,7 @@ pub async fn apply(
             }
         }
     }
-    Ok(())
+    Ok(true)
 }
 
 fn removed(jid: &str) -> Element {
@@ -144,11 +174,17 @@ pub async fn handle_iq(ctx: &mut Ctx<'_>, el: Element) {
                 item.name = req.name;
                 item.groups = req.groups;
                 item.visible = true;
-                match server.storage.put_roster_item(&owner, &item).await {
-                    Ok(ver) => {
+                let caps = caps(&server);
+                match server
+                    .storage
+                    .put_roster_item_within(&owner, &item, caps)
+                    .await
+                {
+                    Ok(Some(ver)) => {
                         push(&server, &owner, ver, item_element(&item));
                         Ok(())
                     }
+                    Ok(None) => Err(roster_full(&server)),
                     Err(e) => Err(e.into()),
                 }
             };
@@ -168,7 +204,8 @@ impl From<StorageError> for StanzaError {
     }
 }
 
-/// RFC 6121 §2.5.2: cancel both subscription directions, then delete and push the removal.
+/// RFC 6121 §2.5.2: delete and push the removal, then cancel both subscription directions
+/// with the contact, wherever it is served (here or over federation).
 async fn remove(
     server: &Arc<Server>,
     owner: &str,
@@ -194,10 +231,7 @@ async fn remove(
                 .with_attr("type", kind.as_str())
                 .with_attr("from", owner)
                 .with_attr("to", item.jid.as_str());
-            let domain = item.jid.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
-            if server.serves(domain) {
-                presence::inbound_subscription(server, &item.jid, owner, kind, stanza).await;
-            }
+            presence::route_subscription(server, stanza, owner, &item.jid, kind).await;
         }
     }
     Ok(())

@@ -47,6 +47,18 @@ impl Sqlite {
         owner: &str,
         jids: &[String],
     ) -> Result<Vec<String>, StorageError> {
+        Ok(self
+            .block_within(owner, jids, u32::MAX)
+            .await?
+            .unwrap_or_default())
+    }
+
+    pub(crate) async fn block_within(
+        &self,
+        owner: &str,
+        jids: &[String],
+        max: u32,
+    ) -> Result<Option<Vec<String>>, StorageError> {
         let mut tx = self
             .writer
             .begin_with(BEGIN_WRITE)
@@ -68,8 +80,23 @@ impl Sqlite {
                 added.push(jid.clone());
             }
         }
+        // Counted inside the write transaction, so concurrent blocks cannot overshoot; a list
+        // already over a lowered cap may still take blocks of items it holds.
+        if !added.is_empty() {
+            let n: i64 = sqlx::query("SELECT count(*) AS n FROM blocklist_items WHERE owner = ?1")
+                .bind(owner)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(db_error)?
+                .try_get("n")
+                .map_err(db_error)?;
+            if n > i64::from(max) {
+                // Dropping `tx` rolls the inserts back.
+                return Ok(None);
+            }
+        }
         tx.commit().await.map_err(db_error)?;
-        Ok(added)
+        Ok(Some(added))
     }
 
     pub(crate) async fn unblock(
@@ -166,6 +193,28 @@ mod tests {
         assert_eq!(
             db.block("nobody@localhost", &s(&["a@x"])).await,
             Err(StorageError::NotFound)
+        );
+    }
+
+    #[tokio::test]
+    async fn block_within_refuses_past_the_cap_and_writes_nothing() {
+        let db = db().await;
+        let added = db
+            .block_within(ALICE, &s(&["a@x", "b@x"]), 3)
+            .await
+            .unwrap();
+        assert_eq!(added, Some(s(&["a@x", "b@x"])));
+        // Two more would make four: refused, and neither is kept.
+        assert_eq!(
+            db.block_within(ALICE, &s(&["c@x", "d@x"]), 3).await,
+            Ok(None)
+        );
+        assert_eq!(db.blocklist(ALICE).await.unwrap(), s(&["a@x", "b@x"]));
+        // Items already held are no growth, even at the cap.
+        db.block_within(ALICE, &s(&["c@x"]), 3).await.unwrap();
+        assert_eq!(
+            db.block_within(ALICE, &s(&["a@x", "c@x"]), 3).await,
+            Ok(Some(Vec::new()))
         );
     }
 

@@ -4,6 +4,7 @@ use sqlx::Row as _;
 use sqlx::sqlite::SqliteRow;
 
 use super::{BEGIN_WRITE, Sqlite, db_error, to_u64};
+use crate::storage::types::RosterCaps;
 use crate::storage::{RosterItem, StorageError, Subscription};
 
 /// One SELECT text per query, all with the same columns: items joined with their groups, one row
@@ -75,6 +76,37 @@ async fn bump_version(conn: &mut sqlx::SqliteConnection, owner: &str) -> Result<
     to_u64(row.try_get("roster_version").map_err(db_error)?)
 }
 
+/// Whether storing `item` keeps `owner`'s roster within `caps`: an item that already counts in
+/// its class (visible or hidden) may always be replaced; a new one needs a free place.
+async fn within_caps(
+    conn: &mut sqlx::SqliteConnection,
+    owner: &str,
+    item: &RosterItem,
+    caps: RosterCaps,
+) -> Result<bool, StorageError> {
+    let row = sqlx::query(
+        "SELECT (SELECT count(*) FROM roster_items WHERE owner = ?1 AND visible = ?3) AS n, \
+         EXISTS (SELECT 1 FROM roster_items WHERE owner = ?1 AND contact = ?2 AND visible = ?3) \
+         AS present",
+    )
+    .bind(owner)
+    .bind(&item.jid)
+    .bind(item.visible)
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(db_error)?;
+    if row.try_get::<bool, _>("present").map_err(db_error)? {
+        return Ok(true);
+    }
+    let n = to_u64(row.try_get("n").map_err(db_error)?)?;
+    let cap = if item.visible {
+        caps.visible
+    } else {
+        caps.hidden
+    };
+    Ok(n < u64::from(cap))
+}
+
 impl Sqlite {
     pub(crate) async fn roster(&self, owner: &str) -> Result<(u64, Vec<RosterItem>), StorageError> {
         // One read transaction: the version must describe exactly the items returned with it.
@@ -132,6 +164,21 @@ impl Sqlite {
         owner: &str,
         item: &RosterItem,
     ) -> Result<u64, StorageError> {
+        let no_caps = RosterCaps {
+            visible: u32::MAX,
+            hidden: u32::MAX,
+        };
+        let version = self.put_roster_item_within(owner, item, no_caps).await?;
+        // Unreachable: no count reaches u32::MAX rows in one roster.
+        version.ok_or_else(|| StorageError::Database("roster item over an unlimited cap".into()))
+    }
+
+    pub(crate) async fn put_roster_item_within(
+        &self,
+        owner: &str,
+        item: &RosterItem,
+        caps: RosterCaps,
+    ) -> Result<Option<u64>, StorageError> {
         let mut tx = self
             .writer
             .begin_with(BEGIN_WRITE)
@@ -139,6 +186,11 @@ impl Sqlite {
             .map_err(db_error)?;
         // First, so that a missing account is NotFound before anything is written.
         let version = bump_version(&mut tx, owner).await?;
+        // Inside the write transaction (the writer is one connection, BEGIN IMMEDIATE), so two
+        // writers cannot both take the last place. Dropping `tx` rolls the version back.
+        if !within_caps(&mut tx, owner, item, caps).await? {
+            return Ok(None);
+        }
         sqlx::query(
             "INSERT INTO roster_items (owner, contact, name, subscription, ask, pending_in, \
              approved, visible, pending_in_stanza) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
@@ -179,7 +231,7 @@ impl Sqlite {
             .map_err(db_error)?;
         }
         tx.commit().await.map_err(db_error)?;
-        Ok(version)
+        Ok(Some(version))
     }
 
     pub(crate) async fn remove_roster_item(

@@ -182,3 +182,45 @@ async fn owners_who_may_see_a_contact() {
     );
     assert!(db.roster_owners_with("nobody@x").await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn caps_count_visible_and_hidden_items_apart() {
+    use crate::storage::types::RosterCaps;
+    let db = db_with(&[ALICE]).await;
+    let caps = RosterCaps {
+        visible: 2,
+        hidden: 1,
+    };
+    let hidden = |jid: &str| RosterItem {
+        jid: jid.into(),
+        pending_in: true,
+        pending_in_stanza: Some("<presence type='subscribe'/>".into()),
+        ..Default::default()
+    };
+    let put = |it: RosterItem| {
+        let db = db.clone();
+        async move { db.put_roster_item_within(ALICE, &it, caps).await.unwrap() }
+    };
+    assert_eq!(put(item("a@x", Subscription::None)).await, Some(1));
+    assert_eq!(put(item("b@x", Subscription::None)).await, Some(2));
+    // A third visible item is refused, and nothing moves: not the items, not the version.
+    assert_eq!(put(item("c@x", Subscription::None)).await, None);
+    assert_eq!(db.roster_version(ALICE).await.unwrap(), 2);
+    assert!(db.roster_item(ALICE, "c@x").await.unwrap().is_none());
+    // Replacing an item that is already there is no growth.
+    assert_eq!(put(item("b@x", Subscription::To)).await, Some(3));
+    // Hidden items (pending requests) have their own cap.
+    assert_eq!(put(hidden("h1@x")).await, Some(4));
+    assert_eq!(put(hidden("h2@x")).await, None);
+    // A hidden item that becomes visible needs a visible place.
+    let mut shown = hidden("h1@x");
+    shown.visible = true;
+    assert_eq!(put(shown).await, None);
+    assert_eq!(
+        db.roster_item(ALICE, "h1@x")
+            .await
+            .unwrap()
+            .map(|i| i.visible),
+        Some(false)
+    );
+}

@@ -1,18 +1,29 @@
 //! Presence (RFC 6121 §4): initial presence with probes, broadcast to subscribers, directed
-//! presence, unavailable on disconnect; and the routing of subscription requests (§3) through
-//! the state machine in [`crate::modules::roster::subscription`].
+//! presence, unavailable on disconnect; the routing of subscription requests (§3) through the
+//! state machine in [`crate::modules::roster::subscription`] is in [`subscribe`], and what
+//! blocking and unblocking a contact do to presence (XEP-0191 §3.3, §3.4) in [`block`].
+//!
+//! XEP-0191 §3.1: a contact the user blocks gets no presence from the user, and the user gets
+//! none from it. Every delivery here checks both sides: [`deliver`] drops a presence the
+//! recipient blocks, and one whose local sender blocks the recipient's resource; presence to a
+//! remote contact is checked against the contact's bare JID before it leaves.
+
+pub mod block;
+pub mod subscribe;
 
 use std::sync::Arc;
 
 use zorg_proto::jid::Jid;
-use zorg_proto::{Element, StanzaCondition, StanzaError, ns};
+use zorg_proto::{Element, ErrorType, StanzaCondition, StanzaError, ns};
 
-use crate::modules::roster;
-use crate::modules::roster::subscription::{self, SubKind};
+use crate::modules::roster::pending;
+use crate::modules::roster::subscription::SubKind;
 use crate::modules::{Target, blocking, message, target};
 use crate::server::Server;
 use crate::session::{Ctx, SessionData};
 use crate::storage::RosterStore;
+
+pub use subscribe::{inbound_subscription, route_subscription};
 
 /// Priority of an available presence (RFC 6121 §4.7.2.3); absent or invalid = 0.
 fn priority(el: &Element) -> i32 {
@@ -22,8 +33,29 @@ fn priority(el: &Element) -> i32 {
         .unwrap_or(0)
 }
 
+/// The refusal of a presence bigger than `[limits] max_presence_size`. `policy-violation`
+/// (RFC 6120 §8.3.3.15, "violated some local service policy", which the `<text/>` may state)
+/// rather than `not-acceptable` (§8.3.3.12, a request that does not meet the recipient's
+/// criteria): the stanza is a valid presence that any contact could accept, refused only by
+/// the operator's size policy. Type `modify`: the same presence, smaller, is accepted.
+fn too_big(max: usize) -> StanzaError {
+    StanzaError::new(StanzaCondition::PolicyViolation)
+        .with_type(ErrorType::Modify)
+        .with_text(format!(
+            "presence is limited to {max} bytes here, as it is sent to every contact; send a \
+             shorter status or fewer extensions"
+        ))
+}
+
 /// A presence from the client of `ctx`.
 pub async fn from_client(ctx: &mut Ctx<'_>, mut el: Element, to: Option<Jid>) {
+    // Checked first, for every kind: a session's presence is stored and re-sent to each contact
+    // and each probe, so its size is multiplied; subscription requests are routed and stored.
+    let max = ctx.server.config.limits.max_presence_size;
+    if el.to_xml(ns::CLIENT).len() > max {
+        ctx.reply_error(&el, too_big(max));
+        return;
+    }
     let ty = el.attr("type").map(str::to_owned);
     if let Some(kind) = ty.as_deref().and_then(SubKind::parse) {
         let Some(to) = to else {
@@ -35,7 +67,7 @@ pub async fn from_client(ctx: &mut Ctx<'_>, mut el: Element, to: Option<Jid>) {
             return;
         };
         let contact = to.to_bare().to_string();
-        outbound_subscription(ctx, el, &contact, kind).await;
+        subscribe::outbound_subscription(ctx, el, &contact, kind).await;
         return;
     }
     match ty.as_deref() {
@@ -79,7 +111,10 @@ async fn relay_directed(ctx: &mut Ctx<'_>, el: Element, to: &Jid, available: boo
     {
         return;
     }
-    track_directed(ctx, &el, to, available);
+    if let Err(e) = track_directed(ctx, &el, to, available) {
+        ctx.reply_error(&el, e);
+        return;
+    }
     match t {
         Target::OwnAccount => deliver(ctx.server, el, ctx.bare(), None).await,
         Target::LocalBare(b) => deliver(ctx.server, el, &b, None).await,
@@ -91,37 +126,71 @@ async fn relay_directed(ctx: &mut Ctx<'_>, el: Element, to: &Jid, available: boo
     }
 }
 
-/// Remembers who got directed available presence, to send them unavailable at the end.
-fn track_directed(ctx: &mut Ctx<'_>, el: &Element, to: &Jid, available: bool) {
-    let key = to.to_string();
-    if el.attr("type") != Some("error") {
-        if available {
-            ctx.sess.directed.insert(key);
-        } else {
-            ctx.sess.directed.remove(&key);
-        }
+/// Remembers who got directed available presence, to send them unavailable at the end; at
+/// most `[limits] max_directed_presence` entities per session (each is a JID of up to 3 KiB
+/// held for the session's life), refused beyond that.
+fn track_directed(
+    ctx: &mut Ctx<'_>,
+    el: &Element,
+    to: &Jid,
+    available: bool,
+) -> Result<(), StanzaError> {
+    if el.attr("type") == Some("error") {
+        return Ok(());
     }
+    let key = to.to_string();
+    if !available {
+        ctx.sess.directed.remove(&key);
+        return Ok(());
+    }
+    let max = ctx.server.config.limits.max_directed_presence;
+    if ctx.sess.directed.len() >= max as usize && !ctx.sess.directed.contains(&key) {
+        return Err(StanzaError::new(StanzaCondition::NotAcceptable)
+            .with_type(ErrorType::Cancel)
+            .with_text(format!(
+                "this session already sent presence to {max} entities outside the roster; \
+                 send unavailable presence to some of them first"
+            )));
+    }
+    ctx.sess.directed.insert(key);
+    Ok(())
 }
 
 /// Delivers a presence stanza (with `from` set) to a local account: to one resource, or to
-/// all available resources for a bare JID (RFC 6121 §8.5.2.1.2). Blocked senders are dropped.
+/// all available resources for a bare JID (RFC 6121 §8.5.2.1.2). XEP-0191: dropped if the
+/// recipient blocks the sender, or for each resource the (local) sender blocks.
 pub async fn deliver(server: &Arc<Server>, el: Element, bare: &str, resource: Option<&str>) {
-    if blocking::blocks(server, bare, el.attr("from").unwrap_or_default()).await {
+    deliver_checked(server, el, bare, resource, true).await;
+}
+
+/// [`deliver`], with the sender's side of blocking checked or not: not only for the
+/// unavailable presence that XEP-0191 §3.3 sends to a contact the user has just blocked.
+async fn deliver_checked(
+    server: &Arc<Server>,
+    el: Element,
+    bare: &str,
+    resource: Option<&str>,
+    sender_side: bool,
+) {
+    let from = el.attr("from").unwrap_or_default().to_owned();
+    if blocking::blocks(server, bare, &from).await {
         return;
     }
-    match resource {
-        Some(r) => {
-            if let Some(h) = server.router.session(bare, r) {
-                let _ = server.router.deliver(&h, el);
-            }
+    let sender = from.split_once('/').map_or(from.as_str(), |(b, _)| b);
+    let targets = match resource {
+        Some(r) => server.router.session(bare, r).into_iter().collect(),
+        None => server
+            .router
+            .sessions(bare)
+            .into_iter()
+            .filter(|h| h.state.is_available())
+            .collect::<Vec<_>>(),
+    };
+    for h in targets {
+        if sender_side && blocking::blocks(server, sender, &h.full).await {
+            continue;
         }
-        None => {
-            for h in server.router.sessions(bare) {
-                if h.state.is_available() {
-                    let _ = server.router.deliver(&h, el.clone());
-                }
-            }
-        }
+        let _ = server.router.deliver(&h, el.clone());
     }
 }
 
@@ -149,7 +218,7 @@ async fn broadcast_available(ctx: &mut Ctx<'_>, mut el: Element) {
     {
         let mut p = el.clone();
         p.set_attr("to", item.jid.as_str());
-        send_to_contact(&server, p, &item.jid).await;
+        send_to_contact(&server, p, &bare, &item.jid).await;
     }
     // …and to all of the user's available resources, including this one.
     for h in server.router.sessions(&bare) {
@@ -172,39 +241,55 @@ async fn broadcast_available(ctx: &mut Ctx<'_>, mut el: Element) {
         .iter()
         .filter(|i| i.visible && i.subscription.has_to())
     {
-        if blocking::blocks(&server, &bare, &item.jid).await
-            || blocking::blocks(&server, &item.jid, &bare).await
-        {
-            continue;
-        }
-        if let Some(domain) = remote_domain(&server, &item.jid) {
-            let probe = Element::new("presence", ns::CLIENT)
-                .with_attr("type", "probe")
-                .with_attr("from", bare.as_str())
-                .with_attr("to", item.jid.as_str());
-            crate::federation::send(&server, probe, &domain);
-            continue;
-        }
-        for h in server.router.sessions(&item.jid) {
-            if let Some(mut p) = h.state.presence() {
-                p.set_attr("from", h.full.as_str());
-                p.set_attr("to", full.as_str());
-                ctx.to_self.push(p);
-            }
-        }
+        ctx.to_self
+            .extend(probe(&server, &bare, &full, &item.jid).await);
     }
-    // RFC 6121 §3.1.3: subscription requests that arrived while the user was offline.
+    // RFC 6121 §3.1.3: subscription requests that arrived while the user was offline (only
+    // what [`pending::kept`] keeps, also of requests stored before it kept less).
     for item in items.iter().filter(|i| i.pending_in) {
         if let Some(xml) = &item.pending_in_stanza
             && let Ok(p) = zorg_proto::parse_element(xml, server.limits)
         {
-            ctx.to_self.push(p);
+            ctx.to_self.push(pending::kept(&p));
         }
     }
     // XEP-0160: offline messages go to the first available resource with priority ≥ 0.
     if prio >= 0 {
         message::deliver_offline(ctx).await;
     }
+}
+
+/// Probes `contact` for the resource `full` of the local account `user` (RFC 6121 §4.3): a
+/// remote contact gets a probe from the user's bare JID and answers later; a local one's
+/// available resources are returned at once, for `full`. Nothing when either side blocks the
+/// other (XEP-0191 §3.1).
+async fn probe(server: &Arc<Server>, user: &str, full: &str, contact: &str) -> Vec<Element> {
+    if blocking::blocks(server, user, contact).await {
+        return Vec::new();
+    }
+    if let Some(domain) = remote_domain(server, contact) {
+        let probe = Element::new("presence", ns::CLIENT)
+            .with_attr("type", "probe")
+            .with_attr("from", user)
+            .with_attr("to", contact);
+        crate::federation::send(server, probe, &domain);
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    if blocking::blocks(server, contact, full).await {
+        return out;
+    }
+    for h in server.router.sessions(contact) {
+        if blocking::blocks(server, user, &h.full).await {
+            continue;
+        }
+        if let Some(mut p) = h.state.presence() {
+            p.set_attr("from", h.full.as_str());
+            p.set_attr("to", full);
+            out.push(p);
+        }
+    }
+    out
 }
 
 /// The domain of `jid` if it is not served here (the stanza goes over federation).
@@ -214,10 +299,14 @@ fn remote_domain(server: &Server, jid: &str) -> Option<String> {
     (!server.serves(domain)).then(|| domain.to_owned())
 }
 
-/// Sends a presence from a local user to a contact's bare JID, here or over federation.
-async fn send_to_contact(server: &Arc<Server>, p: Element, contact: &str) {
+/// Sends a presence from the local account `user` to a contact's bare JID, here or over
+/// federation; not to a contact the user blocks (XEP-0191 §3.1).
+async fn send_to_contact(server: &Arc<Server>, p: Element, user: &str, contact: &str) {
     if let Some(domain) = remote_domain(server, contact) {
-        crate::federation::send(server, p, &domain);
+        // A remote contact's resources are not known here: the bare JID decides.
+        if !blocking::blocks(server, user, contact).await {
+            crate::federation::send(server, p, &domain);
+        }
         return;
     }
     let domain = contact.rsplit_once('@').map(|(_, d)| d).unwrap_or(contact);
@@ -269,7 +358,7 @@ async fn broadcast_unavailable(
                 sess.directed.remove(&item.jid);
                 let mut p = el.clone();
                 p.set_attr("to", item.jid.as_str());
-                send_to_contact(server, p, &item.jid).await;
+                send_to_contact(server, p, &bare, &item.jid).await;
             }
         }
         for h in server.router.sessions(&bare) {
@@ -281,17 +370,9 @@ async fn broadcast_unavailable(
         }
     }
     for to in std::mem::take(&mut sess.directed) {
-        if let Ok(j) = Jid::new(&to) {
-            let mut p = el.clone();
-            p.set_attr("to", to.as_str());
-            let res = j.resource().map(|r| r.to_string());
-            let b = j.to_bare().to_string();
-            if server.serves(j.domain().as_str()) {
-                deliver(server, p, &b, res.as_deref()).await;
-            } else {
-                crate::federation::send(server, p, j.domain().as_str());
-            }
-        }
+        let mut p = el.clone();
+        p.set_attr("to", to.as_str());
+        send_presence(server, p, &to, true).await;
     }
 }
 
@@ -304,156 +385,50 @@ pub async fn on_disconnect(server: &Arc<Server>, sess: &mut SessionData) {
 }
 
 /// Unavailable presence from every available resource of `owner` to `contact` (after the
-/// contact lost its subscription or was blocked).
+/// contact lost its subscription); not to a contact `owner` blocks, who had it at the block.
 pub async fn send_unavailable_from_all(server: &Arc<Server>, owner: &str, contact: &str) {
+    unavailable_from_all(server, owner, contact, true).await;
+}
+
+async fn unavailable_from_all(server: &Arc<Server>, owner: &str, contact: &str, check: bool) {
     for h in server.router.sessions(owner) {
         if h.state.is_available() {
             let p = Element::new("presence", ns::CLIENT)
                 .with_attr("type", "unavailable")
                 .with_attr("from", h.full.as_str())
                 .with_attr("to", contact);
-            send_unblocked(server, p, contact).await;
+            send_presence(server, p, contact, check).await;
         }
     }
 }
 
-/// Current presence of every available resource of `owner` to `contact` (after approval).
+/// Current presence of every available resource of `owner` to `contact` (after approval or
+/// unblocking), unless `owner` blocks `contact`.
 async fn send_current_from_all(server: &Arc<Server>, owner: &str, contact: &str) {
     for h in server.router.sessions(owner) {
         if let Some(mut p) = h.state.presence() {
             p.set_attr("from", h.full.as_str());
             p.set_attr("to", contact);
-            send_unblocked(server, p, contact).await;
+            send_presence(server, p, contact, true).await;
         }
     }
 }
 
-async fn send_unblocked(server: &Arc<Server>, p: Element, contact: &str) {
-    let Ok(j) = Jid::new(contact) else { return };
+/// Sends a presence from a local account (its `from`) to `to`, a JID here or elsewhere.
+/// `check`: XEP-0191, not to an entity the sender blocks.
+async fn send_presence(server: &Arc<Server>, p: Element, to: &str, check: bool) {
+    let Ok(j) = Jid::new(to) else { return };
     if !server.serves(j.domain().as_str()) {
-        crate::federation::send(server, p, j.domain().as_str());
+        let sender = p.attr("from").and_then(|f| Jid::new(f).ok());
+        let sender = sender.map(|s| s.to_bare().to_string()).unwrap_or_default();
+        if !check || !blocking::blocks(server, &sender, to).await {
+            crate::federation::send(server, p, j.domain().as_str());
+        }
         return;
     }
     if j.node().is_none() {
         return;
     }
     let res = j.resource().map(|r| r.to_string());
-    deliver(server, p, &j.to_bare().to_string(), res.as_deref()).await;
-}
-
-/// A subscription stanza from the user of `ctx` to `contact` (RFC 6121 §3, "outbound").
-async fn outbound_subscription(ctx: &mut Ctx<'_>, el: Element, contact: &str, kind: SubKind) {
-    let server = ctx.server.clone();
-    let user = ctx.bare().to_owned();
-    if contact == user {
-        // Subscribing to oneself means nothing: one's own resources always see each other.
-        return;
-    }
-    if (kind == SubKind::Subscribe || kind == SubKind::Subscribed)
-        && let Some(err) = blocking::sender_blocks(ctx, contact).await
-    {
-        ctx.reply_error(&el, err);
-        return;
-    }
-    let before = match server.storage.roster_item(&user, contact).await {
-        Ok(i) => i,
-        Err(e) => {
-            tracing::error!(error = %e, "roster read failed");
-            ctx.reply_error(&el, StanzaError::new(StanzaCondition::InternalServerError));
-            return;
-        }
-    };
-    let (after, fx) = subscription::outbound(before.clone(), contact, kind);
-    if let Err(e) = roster::apply(&server, &user, before.as_ref(), after, &fx).await {
-        tracing::error!(error = %e, "roster write failed");
-        ctx.reply_error(&el, StanzaError::new(StanzaCondition::InternalServerError));
-        return;
-    }
-    // RFC 6121 §3.2.2: unavailable presence goes out while the contact is still subscribed,
-    // before the `unsubscribed` that ends the subscription.
-    if fx.send_unavailable {
-        send_unavailable_from_all(&server, &user, contact).await;
-    }
-    if fx.route {
-        // RFC 6121 §3.1.2: subscription stanzas carry the user's bare JID.
-        let mut out = el.clone();
-        out.set_attr("from", user.as_str());
-        out.set_attr("to", contact);
-        route_subscription(&server, out, &user, contact, kind).await;
-    }
-    if fx.send_presence {
-        send_current_from_all(&server, &user, contact).await;
-    }
-}
-
-/// Hands a subscription stanza to the contact's server: here, or over federation.
-async fn route_subscription(
-    server: &Arc<Server>,
-    stanza: Element,
-    from: &str,
-    contact: &str,
-    kind: SubKind,
-) {
-    if let Some(domain) = remote_domain(server, contact) {
-        crate::federation::send(server, stanza, &domain);
-        return;
-    }
-    let domain = contact.rsplit_once('@').map(|(_, d)| d).unwrap_or(contact);
-    if server.serves(domain) && contact.contains('@') {
-        Box::pin(inbound_subscription(server, contact, from, kind, stanza)).await;
-    }
-}
-
-/// A subscription stanza for the local account `owner` from `from` (RFC 6121 §3, "inbound").
-pub async fn inbound_subscription(
-    server: &Arc<Server>,
-    owner: &str,
-    from: &str,
-    kind: SubKind,
-    stanza: Element,
-) {
-    match crate::storage::AccountStore::account_exists(&server.storage, owner).await {
-        Ok(true) => {}
-        // RFC 6121 §3.1.3: no such user: the stanza is dropped (a subscribe gets no answer).
-        _ => return,
-    }
-    if blocking::blocks(server, owner, from).await {
-        return;
-    }
-    let before = match server.storage.roster_item(owner, from).await {
-        Ok(i) => i,
-        Err(e) => {
-            tracing::error!(error = %e, "roster read failed");
-            return;
-        }
-    };
-    let xml = stanza.to_xml(ns::CLIENT);
-    let (after, fx) = subscription::inbound(before.clone(), from, kind, &xml);
-    if let Err(e) = roster::apply(server, owner, before.as_ref(), after, &fx).await {
-        tracing::error!(error = %e, "roster write failed");
-        return;
-    }
-    if fx.deliver {
-        deliver(server, stanza, owner, None).await;
-    }
-    // RFC 6121 §3.1.3 (pre-approved or already subscribed) and Appendix A.3.2: answer on the
-    // user's behalf.
-    for (reply, kind) in [
-        (fx.auto_reply_subscribed, SubKind::Subscribed),
-        (fx.auto_reply_unsubscribed, SubKind::Unsubscribed),
-    ] {
-        if reply {
-            let stanza = Element::new("presence", ns::CLIENT)
-                .with_attr("type", kind.as_str())
-                .with_attr("from", owner)
-                .with_attr("to", from);
-            route_subscription(server, stanza, owner, from, kind).await;
-        }
-    }
-    if fx.send_presence {
-        send_current_from_all(server, owner, from).await;
-    }
-    if fx.send_unavailable {
-        send_unavailable_from_all(server, owner, from).await;
-    }
+    deliver_checked(server, p, &j.to_bare().to_string(), res.as_deref(), check).await;
 }
