@@ -175,6 +175,12 @@ fn every_bound_is_checked() {
         ("limits", "max_offline_per_account = 1000001", "limits.max_offline_per_account", "between 0"),
         ("limits", "login_failures_per_account = 0", "limits.login_failures_per_account", "at least 1"),
         ("limits", "login_failures_per_ip = 0", "limits.login_failures_per_ip", "at least 1"),
+        ("limits", "login_failures_per_ip_account = 0", "limits.login_failures_per_ip_account", "at least 1"),
+        ("limits", "max_unauthenticated_per_ip = 0", "limits.max_unauthenticated_per_ip", "between"),
+        ("limits", "connection_rate_per_ip = 0", "limits.connection_rate_per_ip", "between"),
+        ("limits", "login_delay = \"11s\"", "limits.login_delay", "between"),
+        ("limits", "login_account_delay_max = \"2m\"", "limits.login_account_delay_max", "between"),
+        ("s2s", "connection_burst_per_ip = 0", "s2s.connection_burst_per_ip", "between"),
         ("limits", "login_failure_window = \"2d\"", "limits.login_failure_window", "between"),
         ("limits", "max_resources_per_account = 0", "limits.max_resources_per_account", "between 1"),
         ("limits", "max_resources_per_account = 1025", "limits.max_resources_per_account", "1024"),
@@ -457,10 +463,12 @@ fn load_reads_resolves_and_reports_with_the_file_name() {
         err.to_string(),
         format!(
             "{shown}:4: limits.max_depth: must be between 1 and 256, not 0\n\
-             {shown}:5: limits.x: unknown key `x`; known keys here: login_failure_window, \
-             login_failures_per_account, login_failures_per_ip, max_attributes, max_depth, \
+             {shown}:5: limits.x: unknown key `x`; known keys here: connection_burst_per_ip, \
+             connection_rate_per_ip, login_account_delay_max, login_delay, login_delay_max, \
+             login_failure_window, login_failures_per_account, login_failures_per_ip, \
+             login_failures_per_ip_account, max_attributes, max_depth, \
              max_offline_per_account, max_resources_per_account, max_stanza_size, \
-             max_unauthenticated, pre_auth_timeout, read_rate"
+             max_unauthenticated, max_unauthenticated_per_ip, pre_auth_timeout, read_rate"
         )
     );
     std::fs::remove_dir_all(&dir).unwrap();
