@@ -32,8 +32,12 @@ sasl_iterations = 4096
 [limits]
 read_rate = 1073741824
 max_unauthenticated = 100000
+max_unauthenticated_per_ip = 1000000
+connection_rate_per_ip = 1000000
+connection_burst_per_ip = 1000000
 login_failures_per_account = 1000000
 login_failures_per_ip = 1000000
+login_failures_per_ip_account = 1000000
 [log]
 level = "error"
 [registration]

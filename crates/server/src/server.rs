@@ -14,7 +14,7 @@ use zorg_proto::Limits;
 use crate::config::Config;
 use crate::federation::Federation;
 use crate::modules::disco;
-use crate::ratelimit::WindowCounter;
+use crate::ratelimit::{ConnLimiter, ConnLimits, LoginLimits, LoginThrottle, WindowCounter};
 use crate::router::{Outbound, Router};
 use crate::storage::{OfflineStore, Storage, StorageError};
 use crate::tls::trust::FederationTrust;
@@ -83,10 +83,13 @@ pub struct Server {
     /// Framing limits before the peer is authenticated (`[limits] pre_auth_stanza_size`):
     /// a connection that has proven nothing holds little.
     pub pre_auth_limits: Limits,
-    /// Failed logins per account.
-    pub failures_by_account: WindowCounter<String>,
-    /// Failed logins per client address.
-    pub failures_by_ip: WindowCounter<IpAddr>,
+    /// Password checks per address, address and account, and account (reserved before each
+    /// check: see `ratelimit::login`).
+    pub login_throttle: LoginThrottle,
+    /// New and unauthenticated client connections per address (before `unauthenticated`).
+    pub c2s_per_ip: ConnLimiter,
+    /// New and unauthenticated inbound server connections per address.
+    pub s2s_per_ip: ConnLimiter,
     /// In-band registrations per client address (per hour).
     pub registrations_by_ip: WindowCounter<IpAddr>,
     /// Caps the number of connections that have not yet authenticated.
@@ -281,7 +284,6 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         max_elements: l.max_elements,
     };
     let pre_auth_limits = limits.before_authentication(l.pre_auth_stanza_size);
-    let window = l.login_failure_window.get();
     let federation = if config.federation.enabled {
         let f = &config.federation;
         // The highest CRL numbers seen, so that an older CRL never brings a revoked peer back.
@@ -305,8 +307,9 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     };
     let server = Arc::new(Server {
         domains: config.domains.iter().map(|d| d.name.clone()).collect(),
-        failures_by_account: WindowCounter::new(l.login_failures_per_account, window),
-        failures_by_ip: WindowCounter::new(l.login_failures_per_ip, window),
+        login_throttle: LoginThrottle::new(LoginLimits::of(l)),
+        c2s_per_ip: ConnLimiter::new(ConnLimits::c2s(l), "client"),
+        s2s_per_ip: ConnLimiter::new(ConnLimits::s2s(&config.s2s), "server"),
         registrations_by_ip: WindowCounter::new(
             config.registration.per_ip_per_hour,
             Duration::from_secs(3600),

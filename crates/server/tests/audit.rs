@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::fed::{Ca, online, pair, raw_connect};
-use common::{Client, Scram, TestServer, WAIT};
+use common::{Client, Scram, TestServer, WAIT, hold_lock};
 use zorg_proto::ns;
 use zorg_server::audit::event::{
     Actor, AuthFailure, AuthMechanism, Delivery, Direction, KeyKind, LinkAuth, LinkRefusal,
@@ -427,16 +427,6 @@ async fn links_with_other_servers_are_recorded_accepted_and_refused() {
     drop(alice);
     stop_and_check(a, "SECRET-BODY").await;
     b.stop().await;
-}
-
-/// Holds the audit log's lock as a stuck process would, so that the server cannot write.
-fn hold_lock(dir: &Path) -> std::fs::File {
-    let f = std::fs::OpenOptions::new()
-        .write(true)
-        .open(dir.join("audit.lock"))
-        .unwrap();
-    f.lock().unwrap();
-    f
 }
 
 /// Sends `id` to bob, then a ping: the server handles a session's stanzas in order, so an

@@ -74,26 +74,35 @@ async fn wrong_password_and_unknown_user_fail_alike() {
 }
 
 #[tokio::test]
-async fn repeated_failures_are_rate_limited_per_account() {
-    let t = TestServer::start_with(|c| c.limits.login_failures_per_account = 2).await;
+async fn repeated_failures_are_limited_per_address_and_account_never_locking_the_account() {
+    let t = TestServer::start_with(|c| {
+        c.limits.login_failures_per_ip_account = 2;
+        c.limits.login_failures_per_account = 2;
+    })
+    .await;
     t.add_user("alice@localhost", "secret").await;
     for _ in 0..2 {
-        let mut c = Client::connect_starttls(t.starttls, "localhost").await;
+        let mut c = Client::connect_starttls_from("127.0.0.2", t.starttls, "localhost").await;
         assert!(
             c.auth_scram("alice", "wrong", Scram::Sha256, None)
                 .await
                 .is_err()
         );
     }
-    // Now even the right password is refused for a while.
-    let mut c = Client::connect_starttls(t.starttls, "localhost").await;
+    // From that address even the right password is refused for a while, unchecked…
+    let mut c = Client::connect_starttls_from("127.0.0.2", t.starttls, "localhost").await;
     assert_eq!(
         c.auth_scram("alice", "secret", Scram::Sha256, None).await,
         Err("temporary-auth-failure".into())
     );
+    // …but the account is not locked: from elsewhere the right password gets in.
+    let mut c = Client::connect_starttls(t.starttls, "localhost").await;
+    c.auth_scram("alice", "secret", Scram::Sha256, None)
+        .await
+        .unwrap();
     // Other accounts are not affected.
     t.add_user("bob@localhost", "pw").await;
-    let mut c = Client::connect_starttls(t.starttls, "localhost").await;
+    let mut c = Client::connect_starttls_from("127.0.0.2", t.starttls, "localhost").await;
     c.auth_scram("bob", "pw", Scram::Sha256, None)
         .await
         .unwrap();

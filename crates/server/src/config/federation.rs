@@ -25,6 +25,16 @@ pub struct S2sConfig {
     /// Addresses for TLS from the first byte (XEP-0368), ALPN "xmpp-server". Opened only with
     /// federation enabled. Default: ["127.0.0.1:5270"].
     pub direct_tls: Vec<SocketAddr>,
+    /// Inbound links not yet authenticated from one IPv4 address or IPv6 /64 (a peer opens
+    /// one per pair of domains); further connections are closed at once. `[limits]
+    /// max_unauthenticated` caps all of them. Default 16; bounds 1..=1000000.
+    pub max_unauthenticated_per_ip: u32,
+    /// New inbound connections per second from one address (or /64), sustained; faster ones
+    /// are closed at once. Default 2; bounds 1..=1000000.
+    pub connection_rate_per_ip: u32,
+    /// New inbound connections one address (or /64) may open at once before
+    /// `connection_rate_per_ip` applies. Default 32; bounds 1..=1000000.
+    pub connection_burst_per_ip: u32,
 }
 
 impl Default for S2sConfig {
@@ -32,7 +42,35 @@ impl Default for S2sConfig {
         Self {
             listen: vec![SocketAddr::from(([127, 0, 0, 1], 5269))],
             direct_tls: vec![SocketAddr::from(([127, 0, 0, 1], 5270))],
+            max_unauthenticated_per_ip: 16,
+            connection_rate_per_ip: 2,
+            connection_burst_per_ip: 32,
         }
+    }
+}
+
+impl S2sConfig {
+    fn validate(&self, problems: &mut Vec<Problem>) {
+        let mut c = Check {
+            problems,
+            section: "s2s",
+        };
+        let per_ip = super::LimitsConfig::PER_IP;
+        c.range(
+            "max_unauthenticated_per_ip",
+            self.max_unauthenticated_per_ip,
+            per_ip.clone(),
+        );
+        c.range(
+            "connection_rate_per_ip",
+            self.connection_rate_per_ip,
+            per_ip.clone(),
+        );
+        c.range(
+            "connection_burst_per_ip",
+            self.connection_burst_per_ip,
+            per_ip,
+        );
     }
 }
 
@@ -115,6 +153,7 @@ impl FederationConfig {
 
     /// Checks the section, and `[s2s]` with it: the listeners matter only when federating.
     pub(super) fn validate(&self, s2s: &S2sConfig, problems: &mut Vec<Problem>) {
+        s2s.validate(problems);
         let mut c = Check {
             problems,
             section: "federation",

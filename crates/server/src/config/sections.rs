@@ -332,20 +332,47 @@ pub struct LimitsConfig {
     /// Time a new connection has to finish TLS, SASL and resource binding. Default "30s";
     /// bounds "1s".."10m".
     pub pre_auth_timeout: DurationStr,
-    /// Connections not yet authenticated, server-wide; further ones are refused until some
-    /// finish. Default 512; at least 1.
+    /// Connections not yet authenticated, server-wide (clients and servers each); further ones
+    /// are closed at once until some finish. The last line behind the per-address limits.
+    /// Default 512; at least 1.
     pub max_unauthenticated: u32,
+    /// Client connections not yet authenticated from one IPv4 address or IPv6 /64; further
+    /// ones are closed at once. A NAT of hundreds of clients needs this many only while they
+    /// all reconnect, and they retry. Default 64; bounds 1..=1000000.
+    pub max_unauthenticated_per_ip: u32,
+    /// New client connections per second from one address (or /64), sustained; faster ones
+    /// are closed at once. Default 20; bounds 1..=1000000.
+    pub connection_rate_per_ip: u32,
+    /// New client connections one address (or /64) may open at once before
+    /// `connection_rate_per_ip` applies (a NAT's reconnect storm). Default 200; bounds
+    /// 1..=1000000.
+    pub connection_burst_per_ip: u32,
     /// Messages stored for an offline account; further ones are bounced. Default 1000;
     /// bounds 0..=1000000 (0 stores none).
     pub max_offline_per_account: u32,
-    /// Failed logins allowed per account within `login_failure_window` before further attempts
-    /// get `temporary-auth-failure` until the window passes. Default 5; at least 1.
+    /// Failed password checks on one account, from anywhere, per `login_failure_window` after
+    /// which every login to it waits (growing from `login_delay`, at most
+    /// `login_account_delay_max`) before its check. Never a refusal: an attacker cannot lock
+    /// the rightful user out. Default 5; at least 1.
     pub login_failures_per_account: u32,
-    /// Failed logins allowed per IP address within `login_failure_window`, likewise. Default 20;
-    /// at least 1.
+    /// Failed password checks from one address (or IPv6 /64) per window, over all accounts;
+    /// further logins from there get `temporary-auth-failure` unchecked until the count drains.
+    /// High enough for the typos of a ward behind one NAT. Default 100; at least 1.
     pub login_failures_per_ip: u32,
-    /// The window over which login failures are counted. Default "5m"; bounds "1s".."1d".
+    /// Failed password checks on one account from one address (or /64) per window; further
+    /// ones get `temporary-auth-failure` unchecked. Default 5; at least 1.
+    pub login_failures_per_ip_account: u32,
+    /// The window the login counts drain over (a leaky bucket). Default "5m"; bounds "1s".."1d".
     pub login_failure_window: DurationStr,
+    /// The answer to the n-th failed password check in a row on one account from one address
+    /// waits `login_delay` × 2^(n-1), at most `login_delay_max`. Default "1s"; bounds
+    /// "0s".."10s" ("0s": no delays).
+    pub login_delay: DurationStr,
+    /// Longest such delay. Default "16s"; bounds "0s".."10m".
+    pub login_delay_max: DurationStr,
+    /// Longest wait of a login to an account past `login_failures_per_account` (the rightful
+    /// user's too). Default "4s"; bounds "0s".."1m".
+    pub login_account_delay_max: DurationStr,
     /// Sessions (resources) one account may have at once; binding one more is refused with
     /// `resource-constraint`. Default 16; bounds 1..=1024.
     pub max_resources_per_account: u32,
@@ -416,6 +443,23 @@ impl LimitsConfig {
     pub const MAX_PRESENCE_SIZE: RangeInclusive<usize> = 512..=65_536;
     /// Bounds of `account_cache_capacity`.
     pub const ACCOUNT_CACHE_CAPACITY: RangeInclusive<u64> = 1_000..=10_000_000;
+    /// Bounds of the per-address connection limits.
+    pub const PER_IP: RangeInclusive<u32> = 1..=1_000_000;
+    /// Bounds of `login_delay`, `login_delay_max` and `login_account_delay_max`.
+    pub const LOGIN_DELAYS: [(&str, RangeInclusive<DurationStr>); 3] = [
+        (
+            "login_delay",
+            DurationStr::ZERO..=DurationStr::from_secs(10),
+        ),
+        (
+            "login_delay_max",
+            DurationStr::ZERO..=DurationStr::from_secs(600),
+        ),
+        (
+            "login_account_delay_max",
+            DurationStr::ZERO..=DurationStr::from_secs(60),
+        ),
+    ];
 
     pub(super) fn validate(&self, problems: &mut Vec<Problem>) {
         let mut c = Check {
@@ -442,6 +486,21 @@ impl LimitsConfig {
             Self::PRE_AUTH_TIMEOUT,
         );
         c.at_least("max_unauthenticated", self.max_unauthenticated, 1);
+        c.range(
+            "max_unauthenticated_per_ip",
+            self.max_unauthenticated_per_ip,
+            Self::PER_IP,
+        );
+        c.range(
+            "connection_rate_per_ip",
+            self.connection_rate_per_ip,
+            Self::PER_IP,
+        );
+        c.range(
+            "connection_burst_per_ip",
+            self.connection_burst_per_ip,
+            Self::PER_IP,
+        );
         let offline = self.max_offline_per_account;
         c.range(
             "max_offline_per_account",
@@ -454,8 +513,18 @@ impl LimitsConfig {
             1,
         );
         c.at_least("login_failures_per_ip", self.login_failures_per_ip, 1);
+        let pair = self.login_failures_per_ip_account;
+        c.at_least("login_failures_per_ip_account", pair, 1);
         let window = self.login_failure_window;
         c.duration("login_failure_window", window, Self::LOGIN_FAILURE_WINDOW);
+        let delays = [
+            self.login_delay,
+            self.login_delay_max,
+            self.login_account_delay_max,
+        ];
+        for ((key, range), value) in Self::LOGIN_DELAYS.into_iter().zip(delays) {
+            c.duration(key, value, range);
+        }
         let resources = self.max_resources_per_account;
         c.range(
             "max_resources_per_account",
@@ -497,10 +566,17 @@ impl Default for LimitsConfig {
             read_rate: 262_144,
             pre_auth_timeout: DurationStr::from_secs(30),
             max_unauthenticated: 512,
+            max_unauthenticated_per_ip: 64,
+            connection_rate_per_ip: 20,
+            connection_burst_per_ip: 200,
             max_offline_per_account: 1000,
             login_failures_per_account: 5,
-            login_failures_per_ip: 20,
+            login_failures_per_ip: 100,
+            login_failures_per_ip_account: 5,
             login_failure_window: DurationStr::from_mins(5),
+            login_delay: DurationStr::from_secs(1),
+            login_delay_max: DurationStr::from_secs(16),
+            login_account_delay_max: DurationStr::from_secs(4),
             max_resources_per_account: 16,
             max_session_queue_bytes: 2 << 20,
             max_roster_items: 1000,

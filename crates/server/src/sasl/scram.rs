@@ -109,6 +109,8 @@ pub struct ScramServer {
     server_offers_plus: bool,
     channel_binding: Option<&'static str>,
     state: State,
+    /// Whether `client_final` got as far as comparing the proof, i.e. checked a password.
+    proof_checked: bool,
     #[cfg(test)]
     test_nonce: Option<String>,
 }
@@ -159,6 +161,7 @@ impl ScramServer {
             server_offers_plus,
             channel_binding: None,
             state: State::Start,
+            proof_checked: false,
             #[cfg(test)]
             test_nonce: None,
         }
@@ -174,6 +177,13 @@ impl ScramServer {
     /// The channel-binding type the client bound to, once `client_first` has accepted it.
     pub fn channel_binding(&self) -> Option<&'static str> {
         self.channel_binding
+    }
+
+    /// Whether [`ScramServer::client_final`] compared a proof against the stored key: only then
+    /// was a password checked (and the attempt counts toward login limits). A malformed final
+    /// message, a wrong nonce or channel binding, or an unusable record do not.
+    pub fn proof_checked(&self) -> bool {
+        self.proof_checked
     }
 
     /// Parses the client-first-message (already base64-decoded). Returns the SASLprepped username
@@ -375,6 +385,7 @@ impl ScramServer {
                 .collect(),
         );
         let candidate = h(self.hash, &client_key.0);
+        self.proof_checked = true;
         constant_time::verify_slices_are_equal(&candidate, &record.stored_key)
             .map_err(|_| SaslFailure::NotAuthorized)?;
 

@@ -387,3 +387,45 @@ fn debug_shows_no_keys() {
     let dbg = format!("{server:?}");
     assert!(dbg.contains("sent-server-first") && !dbg.contains("key"));
 }
+
+/// Only a comparison of the proof checks a password: login limits count nothing else.
+#[test]
+fn proof_checked_only_when_the_proof_is_compared() {
+    let exchange = |password: &str, cb_data: &[u8], gs2: &str, plus: bool| {
+        let mut server = ScramServer::new(ScramHash::Sha256, plus, exporter(), plus);
+        let bare = "n=user,r=clientnonce123";
+        server
+            .client_first(format!("{gs2}{bare}").as_bytes())
+            .unwrap();
+        assert!(!server.proof_checked());
+        let sf = String::from_utf8(server.server_first(record(ScramHash::Sha256, "pencil")));
+        let sf = sf.unwrap();
+        let cbind = [gs2.as_bytes(), cb_data].concat();
+        let msg = client_final_for(ScramHash::Sha256, password, bare, &sf, &cbind);
+        (
+            server.client_final(msg.as_bytes()),
+            server.proof_checked(),
+            server,
+            msg,
+        )
+    };
+    // Right and wrong passwords: checked.
+    let (r, checked, ..) = exchange("pencil", b"", "n,,", false);
+    assert!(r.is_ok() && checked);
+    let (r, checked, ..) = exchange("pencim", b"", "n,,", false);
+    assert_eq!(r, Err(SaslFailure::NotAuthorized));
+    assert!(checked);
+    // A wrong channel binding fails before the proof: nothing checked.
+    let (r, checked, ..) = exchange("pencil", &[0xCD; 32], "p=tls-exporter,,", true);
+    assert_eq!(r, Err(SaslFailure::NotAuthorized));
+    assert!(!checked);
+    // Malformed: nothing checked.
+    let mut server = ScramServer::new(ScramHash::Sha256, false, Default::default(), false);
+    server.client_first(b"n,,n=user,r=abc").unwrap();
+    server.server_first(record(ScramHash::Sha256, "pencil"));
+    assert_eq!(
+        server.client_final(b"c=biws,r=abc"),
+        Err(SaslFailure::MalformedRequest)
+    );
+    assert!(!server.proof_checked());
+}

@@ -1,5 +1,7 @@
 //! Listeners: binding, the accept loops, and handing each connection to client or server
-//! negotiation under the matching cap on unauthenticated connections.
+//! negotiation under the matching limits on unauthenticated connections: per address first
+//! (`ratelimit::conn`: a rate of new connections and a cap), then server-wide. A refused
+//! connection is closed at once (why: see `ratelimit::conn`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -9,6 +11,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
 use super::Server;
+use crate::ratelimit::UnauthPermit;
+use crate::ratelimit::conn::Refusal;
 use crate::stream::{c2s, s2s};
 
 /// Binds a listener with a backlog for reconnect storms (std's default of 128 drops SYNs when
@@ -75,16 +79,20 @@ async fn handle_connection(server: Arc<Server>, tcp: TcpStream, peer: SocketAddr
         Kind::S2s => (false, server.federation.clone()),
         Kind::S2sDirect => (true, server.federation.clone()),
     };
-    // Cap unauthenticated connections, clients and servers separately; the permit is released
-    // once the session is bound or the link authenticated.
-    let semaphore = match &fed {
-        Some(f) => f.unauthenticated.clone(),
-        None => server.unauthenticated.clone(),
+    // Cap unauthenticated connections, clients and servers separately, per address and then
+    // server-wide; the permit is released once the session is bound or the link authenticated.
+    let (semaphore, per_ip) = match &fed {
+        Some(f) => (f.unauthenticated.clone(), &server.s2s_per_ip),
+        None => (server.unauthenticated.clone(), &server.c2s_per_ip),
     };
-    let Ok(permit) = semaphore.try_acquire_owned() else {
-        tracing::warn!(%peer, ?kind, "too many unauthenticated connections; refusing");
+    let Ok(address) = per_ip.admit(peer.ip()) else {
         return;
     };
+    let Ok(global) = semaphore.try_acquire_owned() else {
+        per_ip.refused(peer.ip(), Refusal::ServerWide);
+        return;
+    };
+    let permit = UnauthPermit::new(global, address);
     // The inbound s2s future is large and would otherwise be inline in every client
     // connection's task for its whole life (measured: 2.6 KiB per idle client session).
     match fed {

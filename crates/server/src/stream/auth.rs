@@ -1,9 +1,15 @@
 //! SASL on a client stream (RFC 6120 §6): mechanisms offered, the exchange for SCRAM (with
-//! channel binding) and PLAIN, failure limits per account and address, and XEP-0077
-//! registration before authentication.
+//! channel binding) and PLAIN, and XEP-0077 registration before authentication.
+//!
+//! Every password check is guarded ([`guard`]): the audit log must be able to take the
+//! outcome, attempts on an account under attack wait (bounded), and a place is reserved in the
+//! login throttle (`ratelimit::login`) before the check and settled right after it. A checked
+//! attempt is recorded durably before it is answered; if that fails the stream is closed with
+//! the same error whatever the outcome, so that no unaudited check tells anyone anything.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -12,6 +18,7 @@ use zorg_proto::{Element, StreamCondition, StreamError, ns};
 
 use crate::audit::Event;
 use crate::modules::register;
+use crate::ratelimit::login::Reservation;
 use crate::sasl::{self, ChannelBindings, Mechanism, SaslFailure, ScramServer};
 use crate::server::Server;
 use crate::storage::{AccountStore, ScramHash};
@@ -20,6 +27,12 @@ use crate::stream::io::XmlStream;
 
 /// SASL attempts allowed on one stream before it is closed (RFC 6120 §6.4.5: 2 to 5).
 const MAX_SASL_ATTEMPTS: u32 = 3;
+
+/// The `<text/>` of a refusal because the audit log cannot take the record.
+const UNAUDITED: &str = "the server cannot record logins at the moment; try again later";
+
+/// The `<text/>` of a refusal by the login throttle.
+const THROTTLED: &str = "too many failed attempts; wait a few minutes and try again";
 
 /// What one connection's authentication needs to know.
 pub(crate) struct Auth<'a> {
@@ -64,6 +77,27 @@ impl From<SaslFailure> for AttemptError {
     }
 }
 
+/// What became of one attempt besides its result: for its audit record and its answer.
+#[derive(Default)]
+struct Tried {
+    /// The account named, normalised.
+    account: Option<String>,
+    /// Whether a password was checked: only then does the attempt count toward the login
+    /// limits, and only then must its record be durable before the answer.
+    checked: bool,
+    /// How long the answer to a failure waits (growing with failures in a row).
+    delay: Duration,
+    /// The failure's `<text/>`.
+    text: Option<&'static str>,
+}
+
+/// Closes the stream when the audit log could not take the record of a checked attempt: the
+/// same error whether the password was right or wrong.
+async fn close_unaudited<S: AsyncRead + AsyncWrite + Unpin>(s: &mut XmlStream<S>) {
+    let e = StreamError::new(StreamCondition::InternalServerError).with_text(UNAUDITED);
+    s.fail(&e).await;
+}
+
 /// The SASL phase (RFC 6120 §6), with in-band registration allowed before it. Returns the
 /// authenticated account's bare JID.
 pub(crate) async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
@@ -75,28 +109,25 @@ pub(crate) async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
     loop {
         let el = next_element(s).await?;
         if el.is("auth", ns::SASL) {
-            let mut account = None;
             let mechanism = el
                 .attr("mechanism")
                 .and_then(Mechanism::parse)
                 .filter(|m| a.offered.contains(m));
-            let mut r = attempt(a, s, &el, &mut account).await;
-            let mut unaudited = false;
-            if let (Ok((bare, _)), Some(m)) = (&r, mechanism) {
-                // NEN 7513: a login that cannot be recorded does not happen.
-                let ev = Event::AuthSucceeded {
-                    account: bare.clone(),
-                    mechanism: m.into(),
-                    ip: peer.ip(),
-                };
-                if server.audit.record_durable(ev).await.is_err() {
-                    unaudited = true;
-                    r = Err(AttemptError::Failure(SaslFailure::TemporaryAuthFailure));
-                }
-            }
-            match r {
+            let mut tried = Tried::default();
+            match attempt(a, s, &el, &mut tried).await {
                 Ok((bare, success)) => {
-                    server.failures_by_account.clear(&bare);
+                    // NEN 7513: a login that cannot be recorded does not happen.
+                    if let Some(m) = mechanism {
+                        let ev = Event::AuthSucceeded {
+                            account: bare.clone(),
+                            mechanism: m.into(),
+                            ip: peer.ip(),
+                        };
+                        if server.audit.record_durable(ev).await.is_err() {
+                            close_unaudited(s).await;
+                            return None;
+                        }
+                    }
                     s.queue_raw(&success);
                     s.flush().await.ok()?;
                     tracing::info!(account = %bare, %peer, "authenticated");
@@ -105,30 +136,30 @@ pub(crate) async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
                 Err(AttemptError::Gone) => return None,
                 Err(AttemptError::Failure(f)) => {
                     let ev = Event::AuthFailed {
-                        account: account.clone(),
+                        account: tried.account.clone(),
                         mechanism: mechanism.map(Into::into),
                         ip: peer.ip(),
                         reason: f.into(),
                     };
-                    // Refused or not, the attempt already failed.
-                    let _ = server.audit.record(ev).await;
-                    if f != SaslFailure::Aborted && f != SaslFailure::TemporaryAuthFailure {
-                        server.failures_by_ip.record(&peer.ip());
-                        if let Some(a) = &account {
-                            server.failures_by_account.record(a);
+                    if tried.checked {
+                        // No unaudited password check: recorded before it is answered.
+                        if server.audit.record_durable(ev).await.is_err() {
+                            close_unaudited(s).await;
+                            return None;
                         }
+                    } else {
+                        // No password was checked, so nothing is learnt from the answer;
+                        // a log that cannot take the record refuses the next check anyway.
+                        let _ = server.audit.record(ev).await;
                     }
-                    tracing::info!(%peer, account = account.as_deref().unwrap_or("-"), condition = f.element_name(), "authentication failed");
+                    tracing::info!(%peer, account = tried.account.as_deref().unwrap_or("-"), condition = f.element_name(), "authentication failed");
                     let mut fail = Element::new("failure", ns::SASL)
                         .with_child(Element::new(f.element_name(), ns::SASL));
-                    if unaudited {
-                        fail.push_child(Element::new("text", ns::SASL).with_text(
-                            "the server cannot record logins at the moment; try again later",
-                        ));
-                    } else if f == SaslFailure::TemporaryAuthFailure {
-                        fail.push_child(Element::new("text", ns::SASL).with_text(
-                            "too many failed attempts; wait a few minutes and try again",
-                        ));
+                    if let Some(text) = tried.text {
+                        fail.push_child(Element::new("text", ns::SASL).with_text(text));
+                    }
+                    if !tried.delay.is_zero() {
+                        tokio::time::sleep(tried.delay).await;
                     }
                     s.queue(&fail);
                     s.flush().await.ok()?;
@@ -150,6 +181,34 @@ pub(crate) async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
             return None;
         }
     }
+}
+
+/// Clears the way for one password check, right before it: waits while the account is under
+/// pressure (bounded), refuses when the audit log cannot take the outcome, then reserves a
+/// place in the login throttle (or refuses, unchecked). The caller settles the reservation as
+/// soon as the check is done.
+async fn guard<'s>(
+    server: &'s Server,
+    peer: SocketAddr,
+    account: Option<&str>,
+    tried: &mut Tried,
+) -> Result<Reservation<'s>, SaslFailure> {
+    let throttle = &server.login_throttle;
+    if let Some(account) = account {
+        let wait = throttle.account_delay(account);
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+    }
+    if !server.audit.available() {
+        tried.text = Some(UNAUDITED);
+        return Err(SaslFailure::TemporaryAuthFailure);
+    }
+    throttle.reserve(peer.ip(), account).map_err(|refused| {
+        tracing::debug!(%peer, ?refused, "login throttled; password not checked");
+        tried.text = Some(THROTTLED);
+        SaslFailure::TemporaryAuthFailure
+    })
 }
 
 /// Decodes a SASL payload: empty element = no data, "=" = empty data (RFC 6120 §6.4.2).
@@ -217,7 +276,7 @@ async fn attempt<S: AsyncRead + AsyncWrite + Unpin>(
     a: &Auth<'_>,
     s: &mut XmlStream<S>,
     el: &Element,
-    account: &mut Option<String>,
+    tried: &mut Tried,
 ) -> Result<(String, Vec<u8>), AttemptError> {
     let (server, domain, peer, bindings, offered) =
         (a.server, a.domain, a.peer, a.bindings, &a.offered[..]);
@@ -226,9 +285,6 @@ async fn attempt<S: AsyncRead + AsyncWrite + Unpin>(
         .and_then(Mechanism::parse)
         .filter(|m| offered.contains(m))
         .ok_or(SaslFailure::InvalidMechanism)?;
-    if server.failures_by_ip.is_over(&peer.ip()) {
-        return Err(SaslFailure::TemporaryAuthFailure.into());
-    }
     let initial = match decode_payload(el)? {
         Some(d) => d,
         None => exchange(s, &[]).await?,
@@ -239,28 +295,29 @@ async fn attempt<S: AsyncRead + AsyncWrite + Unpin>(
             // PLAIN (only offered when allowed, and always over TLS here).
             let creds = sasl::parse_plain(&initial)?;
             let bare = account_jid(&creds.username, domain)?;
-            *account = Some(bare.clone());
+            tried.account = Some(bare.clone());
             check_authzid(creds.authzid.as_deref(), &bare)?;
-            if server.failures_by_account.is_over(&bare) {
-                return Err(SaslFailure::TemporaryAuthFailure.into());
-            }
             let record = server
                 .storage
                 .credentials(&bare, ScramHash::Sha256)
                 .await
                 .map_err(|_| SaslFailure::TemporaryAuthFailure)?;
-            let secret = server.fake_secret;
+            let reservation = guard(server, peer, Some(&bare), tried).await?;
+            let (secret, name) = (server.fake_secret, bare.clone());
+            tried.checked = true;
             let ok = tokio::task::spawn_blocking(move || {
                 let rec = record.unwrap_or_else(|| {
-                    sasl::fake_record(ScramHash::Sha256, &creds.username, &secret, iterations)
+                    sasl::fake_record(ScramHash::Sha256, &name, &secret, iterations)
                 });
                 sasl::verify_password(&rec, creds.password.expose())
             })
             .await
             .unwrap_or(false);
             if !ok {
+                tried.delay = reservation.failed();
                 return Err(SaslFailure::NotAuthorized.into());
             }
+            reservation.succeeded();
             let mut out = Vec::new();
             Element::new("success", ns::SASL).write_to(&mut out, ns::CLIENT);
             Ok((bare, out))
@@ -272,11 +329,8 @@ async fn attempt<S: AsyncRead + AsyncWrite + Unpin>(
             let bare = account_jid(&first.username, domain);
             let record = match &bare {
                 Ok(b) => {
-                    *account = Some(b.clone());
+                    tried.account = Some(b.clone());
                     check_authzid(first.authzid.as_deref(), b)?;
-                    if server.failures_by_account.is_over(b) {
-                        return Err(SaslFailure::TemporaryAuthFailure.into());
-                    }
                     server
                         .storage
                         .credentials(b, hash)
@@ -286,13 +340,28 @@ async fn attempt<S: AsyncRead + AsyncWrite + Unpin>(
                 Err(_) => None,
             };
             // Unknown accounts get a made-up but stable record, so that the exchange looks
-            // the same and fails only at the proof: no account enumeration.
+            // the same and fails only at the proof: no account enumeration. It is derived
+            // from the normalised name, as the real lookup is ("Bob" and "bob" are one
+            // account, so they must get one salt); a name that is no account name at all
+            // cannot be compared with a real one and keeps its own.
             let record = record.unwrap_or_else(|| {
-                sasl::fake_record(hash, &first.username, &server.fake_secret, iterations)
+                let name = bare.as_deref().unwrap_or(&first.username);
+                sasl::fake_record(hash, name, &server.fake_secret, iterations)
             });
             let server_first = scram.server_first(record);
             let last = exchange(s, &server_first).await?;
-            let server_final = scram.client_final(&last)?;
+            let reservation = guard(server, peer, bare.as_deref().ok(), tried).await?;
+            let result = scram.client_final(&last);
+            if !scram.proof_checked() {
+                reservation.not_checked();
+            } else {
+                tried.checked = true;
+                match (&result, &bare) {
+                    (Ok(_), Ok(_)) => reservation.succeeded(),
+                    _ => tried.delay = reservation.failed(),
+                }
+            }
+            let server_final = result?;
             let bare = bare?;
             let mut out = Vec::new();
             Element::new("success", ns::SASL)

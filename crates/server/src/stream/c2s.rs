@@ -2,14 +2,14 @@
 //! SASL, stream restart, resource binding. The bound session then runs in [`crate::session`].
 //!
 //! Everything before binding runs under `[limits] pre_auth_timeout` and holds one of the
-//! `max_unauthenticated` permits.
+//! `max_unauthenticated` permits (and its place under the per-address cap).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
-use tokio::sync::{OwnedSemaphorePermit, mpsc};
+use tokio::sync::mpsc;
 use zorg_proto::{Element, Frame, StanzaCondition, StanzaError, StreamCondition, StreamError, ns};
 
 use crate::audit::Event;
@@ -26,7 +26,7 @@ pub async fn serve(
     tcp: TcpStream,
     peer: SocketAddr,
     direct_tls: bool,
-    permit: OwnedSemaphorePermit,
+    permit: crate::ratelimit::UnauthPermit,
 ) {
     // The negotiation's result lives only in this block: a local still in scope at the
     // session's await would keep its 1.9 KiB in this task for the whole session.

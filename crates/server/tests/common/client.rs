@@ -94,6 +94,34 @@ pub struct Client {
     /// Stanzas (message, presence, iq) read so far, mod 2^32: the client's XEP-0198 `h` once
     /// reset to 0 at `<enable/>`.
     pub handled: u32,
+    /// The last SASL `<failure/>` (or stream error) an authentication got, with its `<text/>`.
+    pub last_failure: Option<Element>,
+}
+
+/// A TCP connection to `addr` from the loopback address `source` (e.g. "127.0.0.2").
+pub async fn tcp_from(source: &str, addr: SocketAddr) -> std::io::Result<TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::new(source.parse().unwrap(), 0))?;
+    socket.connect(addr).await
+}
+
+/// A SASL `<failure/>`'s condition, or "stream:" and the condition of a stream error; kept in
+/// `last_failure`.
+fn sasl_failure(c: &mut Client, e: Element) -> Result<(), String> {
+    let condition = |e: &Element| {
+        e.children()
+            .find(|c| c.name() != "text")
+            .map(|c| c.name().to_owned())
+            .unwrap_or_default()
+    };
+    let r = if e.is("error", ns::STREAM) {
+        Err(format!("stream:{}", condition(&e)))
+    } else {
+        assert!(e.is("failure", ns::SASL), "{}", e.to_xml(""));
+        Err(condition(&e))
+    };
+    c.last_failure = Some(e);
+    r
 }
 
 pub fn header(to: &str) -> String {
@@ -113,6 +141,7 @@ impl Client {
             end_point: None,
             features: None,
             handled: 0,
+            last_failure: None,
         }
     }
 
@@ -128,6 +157,13 @@ impl Client {
     ) -> Client {
         let tcp = TcpStream::connect(addr).await.unwrap();
         Self::starttls_over(tcp, domain, versions).await
+    }
+
+    /// Like [`Client::connect_starttls`] from the loopback address `source` (any of
+    /// 127.0.0.0/8), for per-address limits.
+    pub async fn connect_starttls_from(source: &str, addr: SocketAddr, domain: &str) -> Client {
+        let tcp = tcp_from(source, addr).await.unwrap();
+        Self::starttls_over(tcp, domain, &[&rustls::version::TLS13]).await
     }
 
     /// STARTTLS on a connection the caller made (e.g. with a small receive buffer, to play a
@@ -496,12 +532,7 @@ impl Client {
             }
             return Ok(());
         }
-        assert!(e.is("failure", ns::SASL), "{}", e.to_xml(""));
-        Err(e
-            .children()
-            .next()
-            .map(|c| c.name().to_owned())
-            .unwrap_or_default())
+        sasl_failure(self, e)
     }
 
     /// SCRAM with optional channel binding ("tls-exporter" or "tls-server-end-point").
@@ -548,12 +579,8 @@ impl Client {
         ))
         .await;
         let ch = self.next().await;
-        if ch.is("failure", ns::SASL) {
-            return Err(ch
-                .children()
-                .next()
-                .map(|c| c.name().to_owned())
-                .unwrap_or_default());
+        if !ch.is("challenge", ns::SASL) {
+            return sasl_failure(self, ch);
         }
         assert!(ch.is("challenge", ns::SASL), "{}", ch.to_xml(""));
         let server_first = String::from_utf8(B64.decode(ch.text().trim()).unwrap()).unwrap();

@@ -86,6 +86,17 @@ pub async fn eventually_async<F: std::future::Future<Output = bool>>(
     }
 }
 
+/// Holds the audit log's lock (in `dir`) as a stuck process would, so that the server cannot
+/// write its audit log until the file is dropped.
+pub fn hold_lock(dir: &std::path::Path) -> std::fs::File {
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(dir.join("audit.lock"))
+        .unwrap();
+    f.lock().unwrap();
+    f
+}
+
 impl TestServer {
     pub async fn start() -> TestServer {
         Self::start_with(|_| {}).await

@@ -12,7 +12,6 @@ use std::sync::Arc;
 
 use rustls_pki_types::{CertificateDer, UnixTime};
 use tokio::net::TcpStream;
-use tokio::sync::OwnedSemaphorePermit;
 use tokio_rustls::TlsAcceptor;
 use zorg_proto::jid::Jid;
 use zorg_proto::{Element, Frame, StreamCondition, StreamError, ns};
@@ -33,7 +32,7 @@ pub async fn serve(
     tcp: TcpStream,
     peer: SocketAddr,
     direct_tls: bool,
-    permit: OwnedSemaphorePermit,
+    permit: crate::ratelimit::UnauthPermit,
 ) {
     let deadline = tokio::time::Instant::now() + server.config.limits.pre_auth_timeout.get();
     let negotiation = Box::pin(negotiate(&server, &fed, tcp, peer, direct_tls));
@@ -269,7 +268,7 @@ async fn run(
     server: Arc<Server>,
     n: Negotiated,
     peer: SocketAddr,
-    mut pre_auth: Option<(OwnedSemaphorePermit, tokio::time::Instant)>,
+    mut pre_auth: Option<(crate::ratelimit::UnauthPermit, tokio::time::Instant)>,
 ) {
     let Negotiated {
         mut s,
